@@ -1,0 +1,56 @@
+//! # Starling chaos fixtures
+//!
+//! Real processes, real brokers, real faults: the pieces integration tests, chaos scenarios and
+//! benchmarks use to run Starling the way users do — as the `starling` binary next to a
+//! Mosquitto broker, on loopback ports.
+//!
+//! ## Layout
+//! - [`node`]: [`StarlingNode`], one `starling dev` process with its data dir, ports and log;
+//!   start, SIGKILL, SIGTERM, restart on the same ports, read its metrics.
+//! - [`mosquitto`]: [`Mosquitto`], a throwaway broker configured with the queue and in-flight
+//!   settings we ship in `docker/mosquitto/mosquitto.conf`.
+//! - [`load`]: MQTT device load (rumqttc): publish a telemetry workload at QoS 1, count what a
+//!   subscriber receives.
+//! - [`metrics`]: Prometheus text parsing (pure).
+//! - [`http`]: a minimal HTTP/1.0 GET for `/healthz` and `/metrics`, so fixtures need no HTTP
+//!   client crate.
+//!
+//! ## What this crate does not do
+//! It never reaches beyond 127.0.0.1, never links the node crate (it drives the binary, so a
+//! test sees exactly what a user sees), and never waits without a bound: every wait has a
+//! deadline and fails with the process's log tail.
+
+pub mod http;
+pub mod load;
+pub mod metrics;
+pub mod mosquitto;
+pub mod node;
+mod process;
+
+pub use mosquitto::{Mosquitto, MosquittoOptions};
+pub use node::{NodeOptions, StarlingNode};
+
+/// A TCP port on 127.0.0.1 that was free a moment ago: bind port 0, read the port, close.
+///
+/// Another process can take it before the caller binds it; fixtures that start processes on
+/// such ports retry with fresh ports when the process reports the address in use.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .expect("binding 127.0.0.1:0 must succeed on a machine that runs tests");
+    listener
+        .local_addr()
+        .expect("a bound listener has a local address")
+        .port()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_is_nonzero_and_bindable() {
+        let port = free_port();
+        assert_ne!(port, 0);
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("port should still be free");
+    }
+}

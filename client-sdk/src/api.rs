@@ -1,0 +1,226 @@
+//! One [`Client`] method per call of the public API, each going through the failover loop.
+//!
+//! Requests are the protobuf messages or their fields; results are protobuf messages. List
+//! calls that page (`list_devices`, `query_all`) follow page tokens to the end.
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use crate::proto::alerts_client::AlertsClient;
+use crate::proto::cluster_client::ClusterClient;
+use crate::proto::devices_client::DevicesClient;
+use crate::proto::rules_client::RulesClient;
+use crate::proto::telemetry_client::TelemetryClient;
+use crate::proto::{
+    AckAlarmRequest, Alarm, AlarmEvent, ApplyRuleRequest, ClusterStatus, ClusterStatusRequest,
+    DeleteRuleRequest, Device, GetDeviceRequest, GetRuleRequest, LatestRequest, ListAlarmsRequest,
+    ListDevicesRequest, ListRulesRequest, Point, PublishRequest, PublishResponse, QueryRequest,
+    QueryResponse, Rule, Sample, WatchAlarmsRequest,
+};
+use crate::{Client, Error};
+
+/// The events of [`Client::watch_alarms`]. Ends when the server ends the stream; a transport
+/// failure arrives as one `Err` item (the stream does not fail over once established).
+pub type AlarmStream = BoxStream<'static, Result<AlarmEvent, Error>>;
+
+impl Client {
+    /// Stores samples of one device. Retried on UNAVAILABLE: give samples a `ts_ms` or `seq`
+    /// so a retry cannot store a point twice (`ts_ms = 0` means server receive time).
+    pub async fn publish(
+        &self,
+        tenant: &str,
+        device: &str,
+        samples: Vec<Sample>,
+    ) -> Result<PublishResponse, Error> {
+        let request = PublishRequest {
+            tenant: tenant.to_owned(),
+            device: device.to_owned(),
+            samples,
+        };
+        self.call(|ch| {
+            let request = request.clone();
+            async move {
+                Ok(TelemetryClient::new(ch)
+                    .publish(request)
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await
+    }
+
+    /// One page of points.
+    pub async fn query(&self, request: QueryRequest) -> Result<QueryResponse, Error> {
+        self.call(|ch| {
+            let request = request.clone();
+            async move { Ok(TelemetryClient::new(ch).query(request).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Every point matching `request`, following page tokens from `request.page_token`.
+    pub async fn query_all(&self, mut request: QueryRequest) -> Result<Vec<Point>, Error> {
+        let mut points = Vec::new();
+        loop {
+            let page = self.query(request.clone()).await?;
+            points.extend(page.points);
+            if page.next_page_token.is_empty() || page.next_page_token == request.page_token {
+                return Ok(points);
+            }
+            request.page_token = page.next_page_token;
+        }
+    }
+
+    /// The newest point of each metric of a device.
+    pub async fn latest(&self, tenant: &str, device: &str) -> Result<Vec<Point>, Error> {
+        let request = LatestRequest {
+            tenant: tenant.to_owned(),
+            device: device.to_owned(),
+        };
+        self.call(|ch| {
+            let request = request.clone();
+            async move {
+                Ok(TelemetryClient::new(ch)
+                    .latest(request)
+                    .await?
+                    .into_inner()
+                    .points)
+            }
+        })
+        .await
+    }
+
+    /// One device.
+    pub async fn get_device(&self, tenant: &str, id: &str) -> Result<Device, Error> {
+        let request = GetDeviceRequest {
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+        };
+        self.call(|ch| {
+            let request = request.clone();
+            async move { Ok(DevicesClient::new(ch).get(request).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Every device of a tenant, following page tokens.
+    pub async fn list_devices(&self, tenant: &str) -> Result<Vec<Device>, Error> {
+        let mut request = ListDevicesRequest {
+            tenant: tenant.to_owned(),
+            ..Default::default()
+        };
+        let mut devices = Vec::new();
+        loop {
+            let page = self
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { Ok(DevicesClient::new(ch).list(request).await?.into_inner()) }
+                })
+                .await?;
+            devices.extend(page.devices);
+            if page.next_page_token.is_empty() || page.next_page_token == request.page_token {
+                return Ok(devices);
+            }
+            request.page_token = page.next_page_token;
+        }
+    }
+
+    /// Creates or replaces a rule. `format` is `"json"` or `"yaml"`.
+    pub async fn apply_rule(&self, document: &str, format: &str) -> Result<Rule, Error> {
+        let request = ApplyRuleRequest {
+            document: document.to_owned(),
+            format: format.to_owned(),
+        };
+        self.call(|ch| {
+            let request = request.clone();
+            async move { Ok(RulesClient::new(ch).apply(request).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// One rule.
+    pub async fn get_rule(&self, id: &str) -> Result<Rule, Error> {
+        let request = GetRuleRequest { id: id.to_owned() };
+        self.call(|ch| {
+            let request = request.clone();
+            async move { Ok(RulesClient::new(ch).get(request).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Every rule.
+    pub async fn list_rules(&self) -> Result<Vec<Rule>, Error> {
+        self.call(|ch| async move {
+            Ok(RulesClient::new(ch)
+                .list(ListRulesRequest {})
+                .await?
+                .into_inner()
+                .rules)
+        })
+        .await
+    }
+
+    /// Deletes a rule; returns the version of the deletion.
+    pub async fn delete_rule(&self, id: &str) -> Result<u64, Error> {
+        let request = DeleteRuleRequest { id: id.to_owned() };
+        self.call(|ch| {
+            let request = request.clone();
+            async move {
+                Ok(RulesClient::new(ch)
+                    .delete(request)
+                    .await?
+                    .into_inner()
+                    .version)
+            }
+        })
+        .await
+    }
+
+    /// Alarms matching the request's tenant, device and status filters.
+    pub async fn list_alarms(&self, request: ListAlarmsRequest) -> Result<Vec<Alarm>, Error> {
+        self.call(|ch| {
+            let request = request.clone();
+            async move {
+                Ok(AlertsClient::new(ch)
+                    .list(request)
+                    .await?
+                    .into_inner()
+                    .alarms)
+            }
+        })
+        .await
+    }
+
+    /// Acknowledges an alarm.
+    pub async fn ack_alarm(&self, id: &str) -> Result<Alarm, Error> {
+        let request = AckAlarmRequest { id: id.to_owned() };
+        self.call(|ch| {
+            let request = request.clone();
+            async move { Ok(AlertsClient::new(ch).ack(request).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Committed alarm transitions from now on. Opening the stream fails over; the open
+    /// stream does not (re-watch on an `Err` item).
+    pub async fn watch_alarms(&self, request: WatchAlarmsRequest) -> Result<AlarmStream, Error> {
+        let stream = self
+            .call(|ch| {
+                let request = request.clone();
+                async move { Ok(AlertsClient::new(ch).watch(request).await?.into_inner()) }
+            })
+            .await?;
+        Ok(stream.map(|item| item.map_err(Error::from)).boxed())
+    }
+
+    /// The answering node's view of the cluster.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, Error> {
+        self.call(|ch| async move {
+            Ok(ClusterClient::new(ch)
+                .status(ClusterStatusRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+}

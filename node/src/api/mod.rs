@@ -1,0 +1,200 @@
+//! The public gRPC API (`starling.v1`): one small service type per proto service, protobuf
+//! conversions in [`convert`], error → status mapping in [`status`].
+//!
+//! Only this module and `raft/network` import the proto crate. Handlers validate, call the
+//! layer below, convert; they hold no state of their own.
+
+pub mod alerts;
+pub mod convert;
+pub mod status;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use starling_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::device::DeviceRouter;
+use crate::raft::ControlPlane;
+use crate::storage::TelemetryStore;
+
+pub use status::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub router: DeviceRouter,
+    pub store: Arc<dyn TelemetryStore>,
+    pub control: ControlPlane,
+}
+
+/// Adds every public service to a tonic server builder.
+pub fn routes(state: ApiState) -> tonic::service::Routes {
+    let s = Arc::new(state);
+    tonic::service::Routes::new(pb::telemetry_server::TelemetryServer::new(
+        telemetry::TelemetryApi(s.clone()),
+    ))
+    .add_service(pb::devices_server::DevicesServer::new(DevicesApi(s.clone())))
+    .add_service(pb::rules_server::RulesServer::new(RulesApi(s.clone())))
+    .add_service(pb::alerts_server::AlertsServer::new(alerts::AlertsApi(
+        s.clone(),
+    )))
+    .add_service(pb::cluster_server::ClusterServer::new(ClusterApi(s)))
+}
+
+/// `starling.v1.Devices`.
+pub struct DevicesApi(Arc<ApiState>);
+
+#[tonic::async_trait]
+impl pb::devices_server::Devices for DevicesApi {
+    async fn get(&self, req: Request<pb::GetDeviceRequest>) -> Result<Response<pb::Device>, Status> {
+        let r = req.into_inner();
+        let key = convert::device_key(&r.tenant, &r.id).map_err(ApiError::from)?;
+        match self.0.store.device(&key).await.map_err(ApiError::from)? {
+            Some(d) => Ok(Response::new(convert::device_to_pb(&d))),
+            None => Err(ApiError::NotFound(format!("device {key}")).into()),
+        }
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListDevicesRequest>,
+    ) -> Result<Response<pb::ListDevicesResponse>, Status> {
+        let r = req.into_inner();
+        let limit = page_size(r.page_size);
+        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        let devices = self
+            .0
+            .store
+            .devices(&convert::tenant(&r.tenant), after, limit)
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = if devices.len() == limit {
+            devices.last().map(|d| d.key.device.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListDevicesResponse {
+            devices: devices.iter().map(convert::device_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+/// `starling.v1.Rules`.
+pub struct RulesApi(Arc<ApiState>);
+
+#[tonic::async_trait]
+impl pb::rules_server::Rules for RulesApi {
+    async fn apply(&self, req: Request<pb::ApplyRuleRequest>) -> Result<Response<pb::Rule>, Status> {
+        use crate::raft::command::{ControlCommand, ControlResponse};
+        let r = req.into_inner();
+        let doc = crate::rules::validate::parse(&r.document, &r.format).map_err(ApiError::from)?;
+        let tenant = doc.tenant.clone().unwrap_or_else(|| crate::model::DEFAULT_TENANT.into());
+        let id = doc.id.clone();
+        let cmd = ControlCommand::PutRule {
+            doc,
+            at_ms: now_ms(),
+        };
+        match self.0.control.write(cmd).await.map_err(ApiError::from)? {
+            ControlResponse::RuleVersion { .. } => {}
+            other => return Err(Status::internal(format!("unexpected answer {other:?}"))),
+        }
+        let rule = self
+            .0
+            .control
+            .rule(&tenant, &id)
+            .ok_or_else(|| Status::internal("rule committed but not applied"))?;
+        Ok(Response::new(convert::rule_to_pb(&rule)))
+    }
+
+    async fn get(&self, req: Request<pb::GetRuleRequest>) -> Result<Response<pb::Rule>, Status> {
+        let id = req.into_inner().id;
+        match self.0.control.rule(crate::model::DEFAULT_TENANT, &id) {
+            Some(r) => Ok(Response::new(convert::rule_to_pb(&r))),
+            None => Err(ApiError::NotFound(format!("rule {id}")).into()),
+        }
+    }
+
+    async fn list(
+        &self,
+        _req: Request<pb::ListRulesRequest>,
+    ) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let mut rules = self.0.control.rules();
+        rules.sort_by(|a, b| a.doc.id.cmp(&b.doc.id));
+        Ok(Response::new(pb::ListRulesResponse {
+            rules: rules.iter().map(convert::rule_to_pb).collect(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRuleRequest>,
+    ) -> Result<Response<pb::DeleteRuleResponse>, Status> {
+        use crate::raft::command::{ControlCommand, ControlResponse, Rejection};
+        let id = req.into_inner().id;
+        let cmd = ControlCommand::DeleteRule {
+            tenant: crate::model::DEFAULT_TENANT.into(),
+            id: id.clone(),
+            at_ms: now_ms(),
+        };
+        match self.0.control.write(cmd).await.map_err(ApiError::from)? {
+            ControlResponse::RuleVersion { version, .. } => {
+                Ok(Response::new(pb::DeleteRuleResponse { version }))
+            }
+            ControlResponse::Rejected(Rejection::NoSuchRule(_)) => {
+                Err(ApiError::NotFound(format!("rule {id}")).into())
+            }
+            other => Err(Status::internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+}
+
+/// `starling.v1.Cluster`.
+pub struct ClusterApi(Arc<ApiState>);
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterApi {
+    async fn status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let s = self.0.control.status();
+        Ok(Response::new(pb::ClusterStatus {
+            node_id: s.node_id,
+            leader_id: s.leader.unwrap_or(0),
+            term: s.term,
+            commit_index: s.commit_index,
+            last_applied: s.last_applied,
+            members: s
+                .members
+                .iter()
+                .map(|(id, addr, voter)| pb::Member {
+                    node_id: *id,
+                    peer_addr: addr.clone(),
+                    voter: *voter,
+                })
+                .collect(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+    }
+}
+
+/// Default and maximum page sizes of list and query calls.
+const DEFAULT_PAGE: usize = 1000;
+const MAX_PAGE: usize = 10_000;
+
+fn page_size(requested: u32) -> usize {
+    match requested {
+        0 => DEFAULT_PAGE,
+        n => (n as usize).min(MAX_PAGE),
+    }
+}
+
+/// Wall-clock time in Unix ms, for the edges of the system (requests, receive time).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,91 @@
+//! `starling.v1.Telemetry`: publish (answers only after points are durable), range query
+//! with paging, latest values.
+
+use std::sync::Arc;
+
+use starling_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::{ApiError, ApiState, convert, now_ms, page_size};
+use crate::storage::RangeQuery;
+
+pub struct TelemetryApi(pub(super) Arc<ApiState>);
+
+#[tonic::async_trait]
+impl pb::telemetry_server::Telemetry for TelemetryApi {
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let r = req.into_inner();
+        let key = convert::device_key(&r.tenant, &r.device).map_err(ApiError::from)?;
+        crate::ingest::payload::validate_device_id(&key.device)
+            .map_err(|m| ApiError::from(convert::FieldError { field: "device".into(), problem: m }))?;
+        let mut samples = Vec::with_capacity(r.samples.len());
+        let mut rejections = Vec::new();
+        for (i, s) in r.samples.iter().enumerate() {
+            let sample = convert::sample_from_pb(s, i).map_err(ApiError::from)?;
+            // Same rules as MQTT: the unit of rejection is the sample.
+            match crate::ingest::payload::validate_sample(&sample) {
+                Ok(()) => samples.push(sample),
+                Err((reason, metric, message)) => {
+                    metrics::counter!(crate::metrics_names::INGEST_REJECTED, "reason" => reason)
+                        .increment(1);
+                    rejections.push(pb::Rejection {
+                        sample: i as u32,
+                        metric,
+                        reason: reason.to_owned(),
+                        message,
+                    });
+                }
+            }
+        }
+        let accepted_points = if samples.is_empty() {
+            0
+        } else {
+            self.0
+                .router
+                .ingest(key, samples, now_ms())
+                .await
+                .map_err(ApiError::from)?
+                .points_stored as u32
+        };
+        Ok(Response::new(pb::PublishResponse {
+            accepted_points,
+            rejections,
+        }))
+    }
+
+    async fn query(
+        &self,
+        req: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        let r = req.into_inner();
+        let device = convert::device_key(&r.tenant, &r.device).map_err(ApiError::from)?;
+        let q = RangeQuery {
+            device,
+            metric: (!r.metric.is_empty()).then_some(r.metric),
+            from_ms: r.from_ms,
+            to_ms: if r.to_ms == 0 { i64::MAX } else { r.to_ms },
+            limit: page_size(r.page_size),
+            page_token: (!r.page_token.is_empty()).then_some(r.page_token),
+        };
+        let page = self.0.store.query(q).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::QueryResponse {
+            points: page.points.iter().map(convert::point_to_pb).collect(),
+            next_page_token: page.next.unwrap_or_default(),
+        }))
+    }
+
+    async fn latest(
+        &self,
+        req: Request<pb::LatestRequest>,
+    ) -> Result<Response<pb::LatestResponse>, Status> {
+        let r = req.into_inner();
+        let device = convert::device_key(&r.tenant, &r.device).map_err(ApiError::from)?;
+        let points = self.0.store.latest(&device).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::LatestResponse {
+            points: points.iter().map(convert::point_to_pb).collect(),
+        }))
+    }
+}

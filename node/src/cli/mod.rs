@@ -1,0 +1,395 @@
+//! The `starling` command line (clap derive).
+//!
+//! - Server commands: `dev` (its arguments only; `node::run_dev` runs it).
+//! - Client commands, `starling <noun> <verb>`: `telemetry`, `rules`, `alerts`, `devices`,
+//!   `cluster`. They call the API through the SDK ([`run_client`]) and print aligned tables or
+//!   JSON lines (`--format json`: one JSON object per line).
+//!
+//! What it does not do: start servers, or talk to anything but the public gRPC API. Pure
+//! helpers (time parsing, JSON shapes, tables) live in [`output`]; execution in `run`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub mod output;
+mod run;
+
+pub use run::run_client;
+
+/// Parses the process arguments (exits with usage on error, as clap does).
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+/// Starling: an IoT telemetry and alerting platform, server and client in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "starling", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `starling` command.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run one node for development: embedded store, embedded MQTT broker, dev certificates.
+    Dev(DevArgs),
+    /// Query, inspect and publish telemetry.
+    Telemetry(TelemetryArgs),
+    /// Apply, list, show and delete alert rules.
+    Rules(RulesArgs),
+    /// List, acknowledge and watch alarms.
+    Alerts(AlertsArgs),
+    /// List and show devices.
+    Devices(DevicesArgs),
+    /// Show the cluster's state.
+    Cluster(ClusterArgs),
+}
+
+/// Arguments of `starling dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Where the node keeps its data, certificates and client profile.
+    #[arg(long, value_name = "DIR", default_value = "./starling-data")]
+    pub data_dir: PathBuf,
+    /// Port of the embedded MQTT broker (ignored with --broker).
+    #[arg(long, default_value_t = 1883)]
+    pub mqtt_port: u16,
+    /// Port of the client gRPC API (TLS with client certificates).
+    #[arg(long, default_value_t = 7600)]
+    pub grpc_port: u16,
+    /// Port of the admin HTTP server (/metrics, /healthz).
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// Use this external MQTT broker (host:port) instead of the embedded one.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub broker: Option<String>,
+    /// This node's id.
+    #[arg(long, default_value_t = 1)]
+    pub node_id: u64,
+    /// Stop a device's actor after this long without data (e.g. 5m, 90s).
+    #[arg(long, default_value = "5m")]
+    pub idle_timeout: humantime::Duration,
+    /// Address the gRPC and HTTP ports listen on.
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_ip)]
+    pub bind: String,
+}
+
+/// Checks `--bind` is an IP address, keeping it as text.
+fn parse_ip(s: &str) -> Result<String, String> {
+    s.parse::<IpAddr>()
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{s:?} is not an IP address: {e}"))
+}
+
+/// Options shared by every client command; accepted before or after the verb.
+#[derive(Debug, Clone, Args)]
+pub struct ClientOpts {
+    /// Client profile: endpoint and certificates (`starling dev` writes DATA_DIR/client.toml).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "STARLING_PROFILE",
+        default_value = "./starling-data/client.toml"
+    )]
+    pub profile: PathBuf,
+    /// Output: aligned columns, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Tenant of the devices and alarms addressed (empty: the default tenant).
+    #[arg(long, global = true, value_name = "T", default_value = "")]
+    pub tenant: String,
+}
+
+/// Output format of client commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns with a header line.
+    Table,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `starling telemetry …`.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(subcommand)]
+    pub command: TelemetryCommand,
+}
+
+/// Telemetry verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TelemetryCommand {
+    /// Points of one device in a time range, every page.
+    Query {
+        /// Device id.
+        #[arg(long)]
+        device: String,
+        /// Only this metric (default: every metric).
+        #[arg(long)]
+        metric: Option<String>,
+        /// Inclusive start: RFC 3339 (UTC), Unix ms, `now` or relative (`-1h`). Default: 0.
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
+        from: Option<String>,
+        /// Exclusive end, same forms as --from. Default: now.
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
+        to: Option<String>,
+        /// Print at most N points.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// The newest point of each metric of one device.
+    Latest {
+        /// Device id.
+        #[arg(long)]
+        device: String,
+    },
+    /// Publish one sample through the API (not MQTT).
+    Publish {
+        /// Device id.
+        #[arg(long)]
+        device: String,
+        /// A flat JSON object of metric → value, e.g. '{"temp": 21.5, "door": false}'.
+        #[arg(long, value_name = "JSON")]
+        values: String,
+        /// Sample time, same forms as `query --from`. Default: now.
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
+        ts: Option<String>,
+    },
+}
+
+/// `starling rules …`.
+#[derive(Debug, Clone, Args)]
+pub struct RulesArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(subcommand)]
+    pub command: RulesCommand,
+}
+
+/// Rules verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RulesCommand {
+    /// Create or replace a rule from a JSON document (its "id" names the rule).
+    Apply {
+        /// The rule document.
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// Every rule.
+    List,
+    /// One rule, with its document.
+    Get {
+        /// Rule id.
+        id: String,
+    },
+    /// Delete a rule.
+    Delete {
+        /// Rule id.
+        id: String,
+    },
+}
+
+/// `starling alerts …`.
+#[derive(Debug, Clone, Args)]
+pub struct AlertsArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(subcommand)]
+    pub command: AlertsCommand,
+}
+
+/// Alarm states for `alerts list --status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFilter {
+    /// Raised and not cleared.
+    Active,
+    /// Cleared.
+    Cleared,
+}
+
+/// Alerts verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AlertsCommand {
+    /// Alarms, newest first as the server orders them.
+    List {
+        /// Only this device's alarms.
+        #[arg(long)]
+        device: Option<String>,
+        /// Only alarms in this state.
+        #[arg(long, value_enum)]
+        status: Option<StatusFilter>,
+    },
+    /// Acknowledge an alarm.
+    Ack {
+        /// Alarm id.
+        id: String,
+    },
+    /// Print alarm transitions as they are committed, until Ctrl-C.
+    Watch {
+        /// Only this device's alarms.
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+/// `starling devices …`.
+#[derive(Debug, Clone, Args)]
+pub struct DevicesArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(subcommand)]
+    pub command: DevicesCommand,
+}
+
+/// Devices verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DevicesCommand {
+    /// Every device of the tenant.
+    List,
+    /// One device.
+    Get {
+        /// Device id.
+        id: String,
+    },
+}
+
+/// `starling cluster …`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+/// Cluster verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// Leader, term, commit index and members, as the answering node sees them.
+    Status,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("starling").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn dev_defaults() {
+        let Ok(Cli {
+            command: Command::Dev(a),
+        }) = parse(&["dev"])
+        else {
+            panic!("dev did not parse");
+        };
+        assert_eq!(a.data_dir, PathBuf::from("./starling-data"));
+        assert_eq!((a.mqtt_port, a.grpc_port, a.http_port), (1883, 7600, 8080));
+        assert_eq!(a.broker, None);
+        assert_eq!(a.node_id, 1);
+        assert_eq!(*a.idle_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(a.bind, "127.0.0.1");
+    }
+
+    #[test]
+    fn accepted_and_refused_command_lines() {
+        let cases: &[(&[&str], bool)] = &[
+            (
+                &[
+                    "dev",
+                    "--idle-timeout",
+                    "90s",
+                    "--bind",
+                    "::1",
+                    "--broker",
+                    "h:1883",
+                ],
+                true,
+            ),
+            (&["dev", "--idle-timeout", "soon"], false),
+            (&["dev", "--bind", "localhost"], false),
+            (
+                &[
+                    "telemetry",
+                    "query",
+                    "--device",
+                    "d",
+                    "--from",
+                    "-1h",
+                    "--limit",
+                    "5",
+                ],
+                true,
+            ),
+            (
+                &["telemetry", "--format", "json", "query", "--device", "d"],
+                true,
+            ),
+            (
+                &["telemetry", "query", "--device", "d", "--format", "json"],
+                true,
+            ),
+            (&["telemetry", "query"], false),
+            (
+                &["telemetry", "query", "--device", "d", "--format", "xml"],
+                false,
+            ),
+            (&["telemetry", "latest", "--device", "d"], true),
+            (
+                &["telemetry", "publish", "--device", "d", "--values", "{}"],
+                true,
+            ),
+            (&["rules", "apply", "--file", "r.json"], true),
+            (&["rules", "list"], true),
+            (&["rules", "get", "r1"], true),
+            (&["rules", "delete", "r1"], true),
+            (
+                &["alerts", "list", "--device", "d", "--status", "active"],
+                true,
+            ),
+            (&["alerts", "list", "--status", "open"], false),
+            (&["alerts", "ack", "a1"], true),
+            (&["alerts", "watch"], true),
+            (&["devices", "list", "--tenant", "acme"], true),
+            (&["devices", "get", "d"], true),
+            (&["cluster", "status", "--profile", "/p.toml"], true),
+            (&["cluster"], false),
+        ];
+        for (args, ok) in cases {
+            assert_eq!(parse(args).is_ok(), *ok, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn client_options_after_the_verb() {
+        let cli = parse(&[
+            "cluster",
+            "status",
+            "--profile",
+            "/p.toml",
+            "--format",
+            "json",
+        ])
+        .expect("parse");
+        let Command::Cluster(ClusterArgs { opts, .. }) = cli.command else {
+            panic!("not cluster");
+        };
+        assert_eq!(opts.profile, PathBuf::from("/p.toml"));
+        assert_eq!(opts.format, Format::Json);
+    }
+}

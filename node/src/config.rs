@@ -1,0 +1,114 @@
+//! Node configuration: what a node needs to run, with defaults in one place and `validate()`
+//! for rules that span fields. `starling dev` builds it from flags; `starling serve` (cluster
+//! issue) will read it from TOML with `STARLING_…` environment overrides.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration that cannot run; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("config field `{field}`: {problem}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+/// Everything one node needs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Raft node id, unique in the cluster, never reused.
+    pub node_id: u64,
+    /// Root of the node's durable state: store, Raft log and state machine, certificates.
+    pub data_dir: PathBuf,
+    /// The MQTT broker ingest subscribes to, `host:port`.
+    pub broker: String,
+    /// MQTT client id; stable per node so the broker keeps its session across restarts.
+    pub mqtt_client_id: String,
+    /// Most MQTT messages received and not yet acknowledged (the ordered ack window).
+    pub mqtt_in_flight: u16,
+    /// Largest accepted MQTT payload, bytes.
+    pub max_payload_bytes: usize,
+    /// A device actor with no message for this long is passivated.
+    pub idle_timeout: Duration,
+    /// Number of virtual shards (a power of two); fixed at cluster creation.
+    pub shards: u32,
+    /// PEM files of the client gRPC port: CA that signs client certificates, server cert, key.
+    pub tls_ca: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+}
+
+impl NodeConfig {
+    /// Defaults for everything but identity, paths and the broker address.
+    pub fn new(node_id: u64, data_dir: PathBuf, broker: String) -> Self {
+        let certs = data_dir.join("certs");
+        Self {
+            node_id,
+            broker,
+            mqtt_client_id: format!("starling-node-{node_id}"),
+            mqtt_in_flight: 1000,
+            max_payload_bytes: 64 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            shards: crate::shard::DEFAULT_SHARDS,
+            tls_ca: certs.join("ca.pem"),
+            tls_cert: certs.join("server.pem"),
+            tls_key: certs.join("server.key"),
+            data_dir,
+        }
+    }
+
+    /// Checks rules that span fields or that types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, problem: &str| {
+            Err(ConfigError {
+                field,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.node_id == 0 {
+            return bad("node_id", "must be at least 1");
+        }
+        if !self.shards.is_power_of_two() {
+            return bad("shards", "must be a power of two");
+        }
+        if self.mqtt_in_flight == 0 {
+            return bad("mqtt_in_flight", "must be at least 1");
+        }
+        if self.idle_timeout.is_zero() {
+            return bad("idle_timeout", "must be greater than zero");
+        }
+        match self.broker.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return bad("broker", "must be host:port"),
+        }
+        if self.mqtt_client_id.is_empty() {
+            return bad("mqtt_client_id", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_field() {
+        let ok = NodeConfig::new(1, "/tmp/x".into(), "127.0.0.1:1883".into());
+        ok.validate().unwrap();
+        let cases: Vec<(fn(&mut NodeConfig), &str)> = vec![
+            (|c| c.node_id = 0, "node_id"),
+            (|c| c.shards = 1000, "shards"),
+            (|c| c.mqtt_in_flight = 0, "mqtt_in_flight"),
+            (|c| c.idle_timeout = Duration::ZERO, "idle_timeout"),
+            (|c| c.broker = "nohost".into(), "broker"),
+            (|c| c.broker = ":1883".into(), "broker"),
+            (|c| c.broker = "h:99999".into(), "broker"),
+        ];
+        for (mutate, field) in cases {
+            let mut c = ok.clone();
+            mutate(&mut c);
+            assert_eq!(c.validate().unwrap_err().field, field);
+        }
+    }
+}

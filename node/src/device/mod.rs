@@ -1,0 +1,197 @@
+//! Device actors: one ractor actor per active device on this node.
+//!
+//! - [`state`]: the pure state machine (`on_samples → effects`), table-tested.
+//! - [`actor`]: the actor that executes effects: persist, commit alarm transitions, reply.
+//! - [`DeviceRouter`] (this file): finds or spawns a device's actor, retries when an actor
+//!   passivated under a message, and counts actors. It is also the ingest `PointSink`.
+//!
+//! What this does not do yet: ownership checks and forwarding between nodes (cluster issue).
+
+pub mod actor;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+
+use crate::metrics_names;
+use crate::model::{DeviceKey, Sample, TimestampMs};
+use crate::raft::ControlPlane;
+use crate::storage::{StorageError, TelemetryStore};
+
+use actor::{DeviceActor, DeviceArgs, DeviceMsg};
+
+/// Errors of the device layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The points were not stored; the caller may retry (the write is idempotent).
+    #[error("store failed: {0}")]
+    Store(#[from] StorageError),
+    /// The device's actor could not be reached after retries (node shutting down).
+    #[error("device actor unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl DeviceError {
+    /// Whether retrying the same call may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DeviceError::Store(StorageError::Engine(_)) => true,
+            DeviceError::Store(StorageError::Closed) => false,
+            DeviceError::Store(StorageError::Invalid { .. }) => false,
+            DeviceError::Unavailable(_) => true,
+        }
+    }
+}
+
+/// What one ingest call stored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IngestReport {
+    pub points_stored: usize,
+}
+
+/// Settings of device actors.
+#[derive(Clone, Debug)]
+pub struct DeviceSettings {
+    /// An actor with no message for this long stops; its state is in the store and Raft.
+    pub idle_timeout: Duration,
+    /// Number of virtual shards (for the shard/epoch tag of control records).
+    pub shards: u32,
+}
+
+/// Finds or spawns device actors and routes samples to them.
+#[derive(Clone)]
+pub struct DeviceRouter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Live actors by device. A std Mutex: it is held only for map operations, never across
+    /// an await.
+    actors: Mutex<HashMap<DeviceKey, ActorRef<DeviceMsg>>>,
+    store: Arc<dyn TelemetryStore>,
+    control: ControlPlane,
+    settings: DeviceSettings,
+}
+
+/// How often a message is retried when its actor stopped under it (passivation race).
+const ROUTE_ATTEMPTS: usize = 5;
+
+impl DeviceRouter {
+    pub fn new(
+        store: Arc<dyn TelemetryStore>,
+        control: ControlPlane,
+        settings: DeviceSettings,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                actors: Mutex::new(HashMap::new()),
+                store,
+                control,
+                settings,
+            }),
+        }
+    }
+
+    /// Stores the samples through the device's actor and evaluates its rules. Returns once
+    /// every point is durable and every resulting alarm transition is committed.
+    pub async fn ingest(
+        &self,
+        device: DeviceKey,
+        samples: Vec<Sample>,
+        received_at_ms: TimestampMs,
+    ) -> Result<IngestReport, DeviceError> {
+        let mut last_err = String::new();
+        for _ in 0..ROUTE_ATTEMPTS {
+            let actor = self.actor_for(&device).await?;
+            let samples = samples.clone();
+            let res = actor
+                .call(
+                    |reply| DeviceMsg::Ingest {
+                        samples,
+                        received_at_ms,
+                        reply,
+                    },
+                    None,
+                )
+                .await;
+            match res {
+                Ok(ractor::rpc::CallResult::Success(result)) => return result,
+                Ok(other) => last_err = format!("{other:?}"),
+                Err(e) => last_err = e.to_string(),
+            }
+            // The actor stopped (passivated or failed) before answering: forget it and retry
+            // with a fresh one. Writes are idempotent, so a repeat is harmless.
+            self.forget(&device, &actor);
+        }
+        Err(DeviceError::Unavailable(last_err))
+    }
+
+    /// Number of live device actors on this node.
+    pub fn active_actors(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Stops every actor (node shutdown). Their state is durable already.
+    pub fn stop_all(&self) {
+        let actors: Vec<_> = self.lock().drain().map(|(_, a)| a).collect();
+        for a in actors {
+            a.stop(Some("node shutdown".into()));
+        }
+        metrics::gauge!(metrics_names::DEVICE_ACTORS).set(0.0);
+    }
+
+    async fn actor_for(&self, device: &DeviceKey) -> Result<ActorRef<DeviceMsg>, DeviceError> {
+        if let Some(a) = self.lock().get(device) {
+            return Ok(a.clone());
+        }
+        // Spawn outside the lock; if another task won the race, keep its actor.
+        let args = DeviceArgs {
+            key: device.clone(),
+            store: self.inner.store.clone(),
+            control: self.inner.control.clone(),
+            settings: self.inner.settings.clone(),
+            router: Arc::downgrade(&self.inner),
+        };
+        let (actor, _handle) = Actor::spawn(None, DeviceActor, args)
+            .await
+            .map_err(|e| DeviceError::Unavailable(format!("spawn failed: {e}")))?;
+        let mut map = self.lock();
+        if let Some(existing) = map.get(device) {
+            actor.stop(None);
+            return Ok(existing.clone());
+        }
+        map.insert(device.clone(), actor.clone());
+        metrics::gauge!(metrics_names::DEVICE_ACTORS).set(map.len() as f64);
+        Ok(actor)
+    }
+
+    fn forget(&self, device: &DeviceKey, actor: &ActorRef<DeviceMsg>) {
+        Inner::forget(&self.inner, device, actor);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceKey, ActorRef<DeviceMsg>>> {
+        lock_map(&self.inner.actors)
+    }
+}
+
+impl Inner {
+    /// Removes `actor` from the map if it is still the device's registered actor.
+    fn forget(&self, device: &DeviceKey, actor: &ActorRef<DeviceMsg>) {
+        let mut map = lock_map(&self.actors);
+        if map.get(device).is_some_and(|a| a.get_id() == actor.get_id()) {
+            map.remove(device);
+        }
+        metrics::gauge!(metrics_names::DEVICE_ACTORS).set(map.len() as f64);
+    }
+}
+
+/// Locks the actor map; a poisoned lock only means a panic elsewhere while holding it, and
+/// the map itself is always consistent (single insert/remove operations), so keep going.
+fn lock_map(
+    m: &Mutex<HashMap<DeviceKey, ActorRef<DeviceMsg>>>,
+) -> std::sync::MutexGuard<'_, HashMap<DeviceKey, ActorRef<DeviceMsg>>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,33 @@
+//! Names of every metric Starling exports, in one place so dashboards and code agree.
+//!
+//! Metrics are recorded through the `metrics` facade and exposed as Prometheus text on the
+//! admin port's `/metrics`. Labels are named in each constant's doc.
+
+/// Counter. MQTT messages received by ingest. Label `result`: `accepted` | `rejected`.
+pub const INGEST_MESSAGES: &str = "starling_ingest_messages_total";
+/// Counter. Samples or messages refused. Label `reason` (see `ingest::payload::Reason`).
+pub const INGEST_REJECTED: &str = "starling_ingest_rejected_total";
+/// Counter. PUBACKs sent to the broker after the message's points were durable.
+pub const INGEST_ACKS: &str = "starling_ingest_acks_total";
+/// Gauge. Messages received and not yet acknowledged (in the ordered ack window).
+pub const INGEST_IN_FLIGHT: &str = "starling_ingest_in_flight";
+/// Counter. Points durably stored (MQTT and gRPC publish).
+pub const POINTS_STORED: &str = "starling_points_stored_total";
+/// Histogram, seconds. Duration of one durable store write (group commit included).
+pub const STORE_WRITE_SECONDS: &str = "starling_store_write_seconds";
+/// Gauge. Live device actors on this node.
+pub const DEVICE_ACTORS: &str = "starling_device_actors";
+/// Counter. Device actors passivated after their idle timeout.
+pub const DEVICE_PASSIVATIONS: &str = "starling_device_passivations_total";
+/// Counter. Alarm transitions committed. Label `transition`: `raised` | `cleared` | `acknowledged`.
+pub const ALARM_TRANSITIONS: &str = "starling_alarm_transitions_total";
+/// Counter. Alarm transitions the state machine refused. Label `reason`.
+pub const ALARM_REJECTED: &str = "starling_alarm_rejected_total";
+/// Gauge. Current Raft term of this node.
+pub const RAFT_TERM: &str = "starling_raft_term";
+/// Gauge. Last applied Raft log index on this node.
+pub const RAFT_APPLIED: &str = "starling_raft_last_applied";
+/// Gauge. 1 when this node is the Raft leader.
+pub const RAFT_IS_LEADER: &str = "starling_raft_is_leader";
+/// Counter. gRPC requests refused, by `code`.
+pub const API_ERRORS: &str = "starling_api_errors_total";

@@ -1,0 +1,321 @@
+//! Applying one committed entry to the control state: the pure core of the state machine.
+//!
+//! [`apply`] reads and writes through the [`ControlState`] trait and returns the response and
+//! the events to publish. It never awaits, never reads a clock or randomness (times travel in
+//! the commands; ids and versions come from the log index), so every replica computes the
+//! same result from the same log.
+//!
+//! What it does not do: storage, transactions, caches or publishing. `state_machine.rs`
+//! implements [`ControlState`] over one redb write transaction and publishes the events after
+//! that transaction commits; the tests below implement it over `BTreeMap`s.
+
+use crate::model::{Alarm, AlarmEvent, AlarmStatus, DeviceKey, Rule, Transition};
+use crate::shard::ShardId;
+
+use super::command::{ControlCommand, ControlResponse, ENTRY_FORMAT, Entry, Rejection};
+
+/// Message of alarms cleared because their rule was deleted.
+pub const RULE_DELETED: &str = "rule deleted";
+
+/// What happened, published to subscribers once the entries that caused it are durable.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    /// A rule was created or replaced (`Some`) or deleted (`None`).
+    RuleChanged {
+        tenant: String,
+        id: String,
+        rule: Option<Rule>,
+    },
+    /// An alarm transition was committed.
+    Alarm(AlarmEvent),
+    /// Shards were assigned to `node` with this epoch.
+    ShardsAssigned {
+        node: u64,
+        shards: Vec<ShardId>,
+        epoch: u64,
+    },
+    /// The whole state was replaced by a snapshot from the leader; subscribers that keep
+    /// derived state (alarms, shard ownership) must reload it. Rule changes are also sent
+    /// one by one as `RuleChanged`.
+    SnapshotInstalled { last_applied: Option<u64> },
+}
+
+/// The id of the alarm raised by the entry at `index`: unique and the same on every replica.
+pub fn alarm_id(index: u64) -> String {
+    format!("a-{index}")
+}
+
+/// The log index encoded in an alarm id, if `id` is one of ours.
+pub fn alarm_index(id: &str) -> Option<u64> {
+    id.strip_prefix("a-")?.parse().ok()
+}
+
+/// The state an entry is applied to. Reads and writes may fail with the backend's error;
+/// the logic above it cannot.
+pub trait ControlState {
+    type Error;
+    /// The (node, epoch) owning `shard`.
+    fn shard_owner(&self, shard: ShardId) -> Result<Option<(u64, u64)>, Self::Error>;
+    fn set_shard_owner(&mut self, shard: ShardId, node: u64, epoch: u64)
+    -> Result<(), Self::Error>;
+    fn rule(&self, tenant: &str, id: &str) -> Result<Option<Rule>, Self::Error>;
+    fn put_rule(&mut self, rule: &Rule) -> Result<(), Self::Error>;
+    fn remove_rule(&mut self, tenant: &str, id: &str) -> Result<(), Self::Error>;
+    fn alarm(&self, id: &str) -> Result<Option<Alarm>, Self::Error>;
+    fn put_alarm(&mut self, alarm: &Alarm) -> Result<(), Self::Error>;
+    /// The id of the active alarm of (device, rule), if any.
+    fn active_alarm_id(
+        &self,
+        device: &DeviceKey,
+        rule_id: &str,
+    ) -> Result<Option<String>, Self::Error>;
+    /// Sets (`Some`) or removes (`None`) the active alarm of (device, rule).
+    fn set_active(
+        &mut self,
+        device: &DeviceKey,
+        rule_id: &str,
+        alarm_id: Option<&str>,
+    ) -> Result<(), Self::Error>;
+    /// Ids of the active alarms of a rule, over all devices of its tenant.
+    fn active_alarm_ids_of_rule(
+        &self,
+        tenant: &str,
+        rule_id: &str,
+    ) -> Result<Vec<String>, Self::Error>;
+}
+
+/// The result of applying one entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub response: ControlResponse,
+    pub events: Vec<Applied>,
+}
+
+impl Outcome {
+    fn quiet(response: ControlResponse) -> Self {
+        Self {
+            response,
+            events: Vec::new(),
+        }
+    }
+}
+
+/// Applies the entry committed at log `index` to `state`.
+pub fn apply<S: ControlState>(
+    state: &mut S,
+    index: u64,
+    entry: &Entry,
+) -> Result<Outcome, S::Error> {
+    if entry.format == 0 || entry.format > ENTRY_FORMAT {
+        return Ok(reject(Rejection::UnknownFormat(entry.format)));
+    }
+    match &entry.command {
+        ControlCommand::AssignShards { node, shards } => {
+            for shard in shards {
+                state.set_shard_owner(*shard, *node, index)?;
+            }
+            Ok(Outcome {
+                response: ControlResponse::ShardsAssigned { epoch: index },
+                events: vec![Applied::ShardsAssigned {
+                    node: *node,
+                    shards: shards.clone(),
+                    epoch: index,
+                }],
+            })
+        }
+        ControlCommand::PutRule { doc, at_ms } => {
+            let rule = Rule {
+                doc: doc.clone(),
+                version: index,
+                updated_at_ms: *at_ms,
+            };
+            state.put_rule(&rule)?;
+            Ok(Outcome {
+                response: ControlResponse::RuleVersion {
+                    version: index,
+                    events: Vec::new(),
+                },
+                events: vec![Applied::RuleChanged {
+                    tenant: rule.tenant().to_owned(),
+                    id: rule.doc.id.clone(),
+                    rule: Some(rule),
+                }],
+            })
+        }
+        ControlCommand::DeleteRule { tenant, id, at_ms } => {
+            delete_rule(state, index, tenant, id, *at_ms)
+        }
+        ControlCommand::RaiseAlarm {
+            shard,
+            epoch,
+            device,
+            rule_id,
+            rule_version,
+            severity,
+            metric,
+            value,
+            at_ms,
+            message,
+        } => {
+            if let Some(rejection) = check_epoch(state, *shard, *epoch)? {
+                return Ok(reject(rejection));
+            }
+            if state.rule(&device.tenant, rule_id)?.is_none() {
+                return Ok(reject(Rejection::NoSuchRule(format!(
+                    "{}/{rule_id}",
+                    device.tenant
+                ))));
+            }
+            if state.active_alarm_id(device, rule_id)?.is_some() {
+                return Ok(Outcome::quiet(ControlResponse::Unchanged));
+            }
+            let alarm = Alarm {
+                id: alarm_id(index),
+                device: device.clone(),
+                rule_id: rule_id.clone(),
+                rule_version: *rule_version,
+                severity: severity.clone(),
+                status: AlarmStatus::Active,
+                acknowledged: false,
+                metric: metric.clone(),
+                value: value.clone(),
+                raised_at_ms: *at_ms,
+                cleared_at_ms: None,
+                message: message.clone(),
+            };
+            state.put_alarm(&alarm)?;
+            state.set_active(device, rule_id, Some(&alarm.id))?;
+            Ok(transitions(vec![AlarmEvent {
+                alarm,
+                transition: Transition::Raised,
+            }]))
+        }
+        ControlCommand::ClearAlarm {
+            shard,
+            epoch,
+            device,
+            rule_id,
+            at_ms,
+        } => {
+            if let Some(rejection) = check_epoch(state, *shard, *epoch)? {
+                return Ok(reject(rejection));
+            }
+            match clear_active(state, device, rule_id, *at_ms, None)? {
+                Some(event) => Ok(transitions(vec![event])),
+                None => Ok(Outcome::quiet(ControlResponse::Unchanged)),
+            }
+        }
+        ControlCommand::AckAlarm { id } => {
+            let Some(mut alarm) = state.alarm(id)? else {
+                return Ok(reject(Rejection::NoSuchAlarm(id.clone())));
+            };
+            if alarm.acknowledged {
+                return Ok(Outcome::quiet(ControlResponse::Unchanged));
+            }
+            alarm.acknowledged = true;
+            state.put_alarm(&alarm)?;
+            Ok(transitions(vec![AlarmEvent {
+                alarm,
+                transition: Transition::Acknowledged,
+            }]))
+        }
+    }
+}
+
+fn reject(rejection: Rejection) -> Outcome {
+    Outcome::quiet(ControlResponse::Rejected(rejection))
+}
+
+fn transitions(events: Vec<AlarmEvent>) -> Outcome {
+    Outcome {
+        events: events.iter().cloned().map(Applied::Alarm).collect(),
+        response: ControlResponse::Alarm(events),
+    }
+}
+
+/// A control record is accepted only with the shard's current epoch. An unassigned shard has
+/// no owner, so nothing may write for it (reported as current epoch 0).
+fn check_epoch<S: ControlState>(
+    state: &S,
+    shard: ShardId,
+    epoch: u64,
+) -> Result<Option<Rejection>, S::Error> {
+    let current = state.shard_owner(shard)?.map(|(_, e)| e);
+    Ok(match current {
+        Some(current) if current == epoch => None,
+        current => Some(Rejection::StaleEpoch {
+            shard,
+            entry: epoch,
+            current: current.unwrap_or(0),
+        }),
+    })
+}
+
+/// Clears the active alarm of (device, rule), if any, optionally replacing its message.
+fn clear_active<S: ControlState>(
+    state: &mut S,
+    device: &DeviceKey,
+    rule_id: &str,
+    at_ms: i64,
+    message: Option<&str>,
+) -> Result<Option<AlarmEvent>, S::Error> {
+    let Some(id) = state.active_alarm_id(device, rule_id)? else {
+        return Ok(None);
+    };
+    state.set_active(device, rule_id, None)?;
+    // The active index and the alarm are written together, so the alarm exists; if it did
+    // not, dropping the dangling index entry is the repair.
+    let Some(mut alarm) = state.alarm(&id)? else {
+        return Ok(None);
+    };
+    alarm.status = AlarmStatus::Cleared;
+    alarm.cleared_at_ms = Some(at_ms);
+    if let Some(message) = message {
+        alarm.message = message.to_owned();
+    }
+    state.put_alarm(&alarm)?;
+    Ok(Some(AlarmEvent {
+        alarm,
+        transition: Transition::Cleared,
+    }))
+}
+
+fn delete_rule<S: ControlState>(
+    state: &mut S,
+    index: u64,
+    tenant: &str,
+    id: &str,
+    at_ms: i64,
+) -> Result<Outcome, S::Error> {
+    let active = state.active_alarm_ids_of_rule(tenant, id)?;
+    if state.rule(tenant, id)?.is_none() && active.is_empty() {
+        return Ok(reject(Rejection::NoSuchRule(format!("{tenant}/{id}"))));
+    }
+    state.remove_rule(tenant, id)?;
+    let mut cleared = Vec::new();
+    for alarm_id in active {
+        let Some(alarm) = state.alarm(&alarm_id)? else {
+            continue;
+        };
+        if let Some(event) = clear_active(state, &alarm.device, id, at_ms, Some(RULE_DELETED))? {
+            cleared.push(event);
+        }
+    }
+    let mut events = vec![Applied::RuleChanged {
+        tenant: tenant.to_owned(),
+        id: id.to_owned(),
+        rule: None,
+    }];
+    events.extend(cleared.iter().cloned().map(Applied::Alarm));
+    Ok(Outcome {
+        response: ControlResponse::RuleVersion {
+            version: index,
+            events: cleared,
+        },
+        events,
+    })
+}
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;

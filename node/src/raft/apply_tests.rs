@@ -1,0 +1,371 @@
+//! Table tests of the pure apply over an in-memory [`ControlState`].
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use super::*;
+use crate::model::{Condition, RuleDoc, Selector, Threshold, Value};
+
+/// `ControlState` over maps: the reference the redb view must agree with.
+#[derive(Default, Debug)]
+struct MemState {
+    shards: BTreeMap<ShardId, (u64, u64)>,
+    rules: BTreeMap<(String, String), Rule>,
+    alarms: BTreeMap<String, Alarm>,
+    active: BTreeMap<(String, String, String), String>,
+}
+
+impl ControlState for MemState {
+    type Error = Infallible;
+    fn shard_owner(&self, shard: ShardId) -> Result<Option<(u64, u64)>, Infallible> {
+        Ok(self.shards.get(&shard).copied())
+    }
+    fn set_shard_owner(&mut self, shard: ShardId, node: u64, epoch: u64) -> Result<(), Infallible> {
+        self.shards.insert(shard, (node, epoch));
+        Ok(())
+    }
+    fn rule(&self, tenant: &str, id: &str) -> Result<Option<Rule>, Infallible> {
+        Ok(self.rules.get(&(tenant.into(), id.into())).cloned())
+    }
+    fn put_rule(&mut self, rule: &Rule) -> Result<(), Infallible> {
+        let key = (rule.tenant().to_owned(), rule.doc.id.clone());
+        self.rules.insert(key, rule.clone());
+        Ok(())
+    }
+    fn remove_rule(&mut self, tenant: &str, id: &str) -> Result<(), Infallible> {
+        self.rules.remove(&(tenant.into(), id.into()));
+        Ok(())
+    }
+    fn alarm(&self, id: &str) -> Result<Option<Alarm>, Infallible> {
+        Ok(self.alarms.get(id).cloned())
+    }
+    fn put_alarm(&mut self, alarm: &Alarm) -> Result<(), Infallible> {
+        self.alarms.insert(alarm.id.clone(), alarm.clone());
+        Ok(())
+    }
+    fn active_alarm_id(&self, d: &DeviceKey, rule: &str) -> Result<Option<String>, Infallible> {
+        let key = (d.tenant.clone(), rule.to_owned(), d.device.clone());
+        Ok(self.active.get(&key).cloned())
+    }
+    fn set_active(
+        &mut self,
+        d: &DeviceKey,
+        rule: &str,
+        id: Option<&str>,
+    ) -> Result<(), Infallible> {
+        let key = (d.tenant.clone(), rule.to_owned(), d.device.clone());
+        match id {
+            Some(id) => self.active.insert(key, id.to_owned()),
+            None => self.active.remove(&key),
+        };
+        Ok(())
+    }
+    fn active_alarm_ids_of_rule(
+        &self,
+        tenant: &str,
+        rule: &str,
+    ) -> Result<Vec<String>, Infallible> {
+        Ok(self
+            .active
+            .iter()
+            .filter(|((t, r, _), _)| t == tenant && r == rule)
+            .map(|(_, id)| id.clone())
+            .collect())
+    }
+}
+
+fn doc(id: &str) -> RuleDoc {
+    RuleDoc {
+        id: id.into(),
+        tenant: None,
+        selector: Selector::default(),
+        condition: Condition::Threshold(Threshold {
+            metric: "temp".into(),
+            op: crate::model::CmpOp::Gt,
+            value: 30.0,
+        }),
+        severity: "major".into(),
+    }
+}
+
+fn dev() -> DeviceKey {
+    DeviceKey::default_tenant("truck-1")
+}
+
+fn assign() -> ControlCommand {
+    ControlCommand::AssignShards {
+        node: 1,
+        shards: vec![0, 1],
+    }
+}
+
+fn put(id: &str) -> ControlCommand {
+    ControlCommand::PutRule {
+        doc: doc(id),
+        at_ms: 1000,
+    }
+}
+
+fn raise(epoch: u64) -> ControlCommand {
+    ControlCommand::RaiseAlarm {
+        shard: 0,
+        epoch,
+        device: dev(),
+        rule_id: "hot".into(),
+        rule_version: 2,
+        severity: "major".into(),
+        metric: "temp".into(),
+        value: Value::Number(31.0),
+        at_ms: 2000,
+        message: "temp > 30".into(),
+    }
+}
+
+fn clear(epoch: u64) -> ControlCommand {
+    ControlCommand::ClearAlarm {
+        shard: 0,
+        epoch,
+        device: dev(),
+        rule_id: "hot".into(),
+        at_ms: 3000,
+    }
+}
+
+fn ack(id: &str) -> ControlCommand {
+    ControlCommand::AckAlarm { id: id.into() }
+}
+
+fn delete(id: &str) -> ControlCommand {
+    ControlCommand::DeleteRule {
+        tenant: "default".into(),
+        id: id.into(),
+        at_ms: 4000,
+    }
+}
+
+/// Applies `history` at indexes 1.. and then `last`; returns the state and the last outcome.
+fn run(history: &[ControlCommand], last: Entry) -> (MemState, Outcome) {
+    let mut state = MemState::default();
+    for (i, cmd) in history.iter().enumerate() {
+        let Ok(_) = apply(&mut state, i as u64 + 1, &Entry::new(cmd.clone()));
+    }
+    let index = history.len() as u64 + 1;
+    let Ok(outcome) = apply(&mut state, index, &last);
+    (state, outcome)
+}
+
+/// A short name for the response, so a table row fits on one line.
+fn kind(r: &ControlResponse) -> String {
+    match r {
+        ControlResponse::Unchanged => "unchanged".into(),
+        ControlResponse::ShardsAssigned { epoch } => format!("assigned@{epoch}"),
+        ControlResponse::RuleVersion { version, events } => {
+            format!("version {version} {}", transitions_of(events))
+        }
+        ControlResponse::Alarm(events) => format!("alarm {}", transitions_of(events)),
+        ControlResponse::Rejected(r) => format!("rejected: {r}"),
+    }
+}
+
+fn transitions_of(events: &[AlarmEvent]) -> String {
+    let names: Vec<String> = events
+        .iter()
+        .map(|e| format!("{:?}({})", e.transition, e.alarm.id))
+        .collect();
+    format!("[{}]", names.join(","))
+}
+
+#[test]
+fn apply_table() {
+    // (case, history applied at indexes 1.., command applied at the next index, expected)
+    let a = assign(); // index 1: epoch 1
+    let cases: Vec<(&str, Vec<ControlCommand>, ControlCommand, &str)> = vec![
+        (
+            "assign: epoch is the log index",
+            vec![put("x")],
+            assign(),
+            "assigned@2",
+        ),
+        (
+            "put: version is the log index",
+            vec![a.clone()],
+            put("hot"),
+            "version 2 []",
+        ),
+        (
+            "put again: version grows",
+            vec![a.clone(), put("hot")],
+            put("hot"),
+            "version 3 []",
+        ),
+        (
+            "raise",
+            vec![a.clone(), put("hot")],
+            raise(1),
+            "alarm [Raised(a-3)]",
+        ),
+        (
+            "raise duplicate",
+            vec![a.clone(), put("hot"), raise(1)],
+            raise(1),
+            "unchanged",
+        ),
+        (
+            "raise with stale epoch",
+            vec![a.clone(), put("hot"), a.clone()],
+            raise(1),
+            "rejected: stale epoch for shard 0: entry has 1, current is 3",
+        ),
+        (
+            "raise on unassigned shard",
+            vec![put("hot")],
+            raise(0),
+            "rejected: stale epoch for shard 0: entry has 0, current is 0",
+        ),
+        (
+            "raise for unknown rule",
+            vec![a.clone()],
+            raise(1),
+            "rejected: no such rule: default/hot",
+        ),
+        (
+            "clear active",
+            vec![a.clone(), put("hot"), raise(1)],
+            clear(1),
+            "alarm [Cleared(a-3)]",
+        ),
+        (
+            "clear with nothing active",
+            vec![a.clone(), put("hot")],
+            clear(1),
+            "unchanged",
+        ),
+        (
+            "clear with stale epoch",
+            vec![a.clone(), put("hot"), raise(1), a.clone()],
+            clear(1),
+            "rejected: stale epoch for shard 0: entry has 1, current is 4",
+        ),
+        (
+            "raise after clear opens a new alarm",
+            vec![a.clone(), put("hot"), raise(1), clear(1)],
+            raise(1),
+            "alarm [Raised(a-5)]",
+        ),
+        (
+            "ack",
+            vec![a.clone(), put("hot"), raise(1)],
+            ack("a-3"),
+            "alarm [Acknowledged(a-3)]",
+        ),
+        (
+            "ack twice",
+            vec![a.clone(), put("hot"), raise(1), ack("a-3")],
+            ack("a-3"),
+            "unchanged",
+        ),
+        (
+            "ack a cleared alarm",
+            vec![a.clone(), put("hot"), raise(1), clear(1)],
+            ack("a-3"),
+            "alarm [Acknowledged(a-3)]",
+        ),
+        (
+            "ack unknown",
+            vec![a.clone()],
+            ack("a-9"),
+            "rejected: no such alarm: a-9",
+        ),
+        (
+            "delete clears active alarms",
+            vec![a.clone(), put("hot"), raise(1)],
+            delete("hot"),
+            "version 4 [Cleared(a-3)]",
+        ),
+        (
+            "delete without alarms",
+            vec![a.clone(), put("hot")],
+            delete("hot"),
+            "version 3 []",
+        ),
+        (
+            "delete unknown",
+            vec![a.clone()],
+            delete("hot"),
+            "rejected: no such rule: default/hot",
+        ),
+    ];
+    for (case, history, cmd, expected) in cases {
+        let (_, outcome) = run(&history, Entry::new(cmd));
+        assert_eq!(kind(&outcome.response), expected, "case: {case}");
+    }
+}
+
+#[test]
+fn unknown_format_is_rejected_and_changes_nothing() {
+    for format in [0, ENTRY_FORMAT + 1] {
+        let entry = Entry {
+            format,
+            command: assign(),
+        };
+        let (state, outcome) = run(&[], entry);
+        assert_eq!(
+            outcome.response,
+            ControlResponse::Rejected(Rejection::UnknownFormat(format))
+        );
+        assert!(outcome.events.is_empty());
+        assert!(state.shards.is_empty());
+    }
+}
+
+#[test]
+fn raised_alarm_records_the_command() {
+    let (state, outcome) = run(&[assign(), put("hot")], Entry::new(raise(1)));
+    let alarm = &state.alarms["a-3"];
+    assert_eq!(alarm.status, AlarmStatus::Active);
+    assert!(!alarm.acknowledged);
+    assert_eq!((alarm.rule_version, alarm.raised_at_ms), (2, 2000));
+    assert_eq!(alarm.value, Value::Number(31.0));
+    assert_eq!(
+        outcome.events,
+        vec![Applied::Alarm(AlarmEvent {
+            alarm: alarm.clone(),
+            transition: Transition::Raised
+        })]
+    );
+}
+
+#[test]
+fn delete_rule_clears_with_reason_and_removes_rule() {
+    let history = [assign(), put("hot"), raise(1)];
+    let (state, outcome) = run(&history, Entry::new(delete("hot")));
+    assert!(state.rules.is_empty());
+    assert!(state.active.is_empty());
+    let alarm = &state.alarms["a-3"];
+    assert_eq!(alarm.status, AlarmStatus::Cleared);
+    assert_eq!(alarm.cleared_at_ms, Some(4000));
+    assert_eq!(alarm.message, RULE_DELETED);
+    assert_eq!(
+        outcome.events[0],
+        Applied::RuleChanged {
+            tenant: "default".into(),
+            id: "hot".into(),
+            rule: None
+        }
+    );
+}
+
+#[test]
+fn put_rule_stores_version_and_time() {
+    let (state, outcome) = run(&[assign()], Entry::new(put("hot")));
+    let rule = &state.rules[&("default".to_owned(), "hot".to_owned())];
+    assert_eq!((rule.version, rule.updated_at_ms), (2, 1000));
+    assert_eq!(outcome.events.len(), 1);
+}
+
+#[test]
+fn alarm_ids_round_trip() {
+    assert_eq!(alarm_index(&alarm_id(42)), Some(42));
+    assert_eq!(alarm_index("b-1"), None);
+    assert_eq!(alarm_index("a-x"), None);
+}

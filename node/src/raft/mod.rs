@@ -1,0 +1,382 @@
+//! The control plane: one openraft group holding the shard map, rules and alarms
+//! (DESIGN.md §2, §3, §7), behind the [`ControlPlane`] facade.
+//!
+//! ## Layout
+//! - [`command`]: log entries ([`Entry`], [`ControlCommand`]) and answers ([`ControlResponse`]).
+//! - [`apply`]: applying one entry to the state, pure (no IO, no clock); table-tested.
+//! - [`state_machine`]: the state on redb (`DIR/sm.redb`), one transaction per applied batch,
+//!   caches of rules and shard map, snapshots, [`Applied`] events after commit;
+//!   [`tables`]: its redb tables and reads.
+//! - [`log_store`]: the Raft log and vote on redb (`DIR/log.redb`), fsync before acknowledging.
+//! - [`network`]: the peer transport (not there yet: a single-member group needs none).
+//! - [`types`]: openraft type configuration; [`error`]: [`ControlError`].
+//!
+//! ## What this module does not do
+//! It never reads clocks for replicated state, never evaluates rules, and holds no telemetry.
+//! Multi-node membership, forwarding writes to the leader and the peer gRPC transport come with
+//! the cluster issue; the facade's API is already the one they will serve.
+
+pub mod apply;
+pub mod command;
+pub mod error;
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod tables;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::metrics::WaitError;
+use openraft::{BasicNode, Config, RaftMetrics, ServerState, SnapshotPolicy};
+use redb::Database;
+use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use self::apply::Applied;
+pub use self::command::{ControlCommand, ControlResponse, Entry, Rejection};
+pub use self::error::ControlError;
+use self::log_store::LogStore;
+use self::network::NetworkFactory;
+use self::state_machine::{Caches, StateMachineStore};
+use self::types::{NodeId, Raft};
+use crate::metrics_names::{RAFT_APPLIED, RAFT_IS_LEADER, RAFT_TERM};
+use crate::model::{Alarm, DeviceKey, Rule};
+use crate::shard::ShardId;
+
+/// Capacity of the [`Applied`] broadcast; a receiver lagging further loses events
+/// (`RecvError::Lagged`) and must reload what it derives from them.
+pub const EVENTS_CAPACITY: usize = 1024;
+/// How long `open_single` waits for leadership and for the log to be applied.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write waits to be committed and applied.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `shutdown` waits for openraft's tasks to release the database files.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What [`ControlPlane::status`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlStatus {
+    pub node_id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// Last committed log index, as last saved by openraft (0 before the first commit).
+    pub commit_index: u64,
+    /// Last applied log index (0 before anything is applied).
+    pub last_applied: u64,
+    /// (node id, peer address, voter) of every member.
+    pub members: Vec<(u64, String, bool)>,
+}
+
+/// Handle on the running control plane. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: NodeId,
+    raft: Raft,
+    /// Rules and shard map in memory, written by the state machine after each commit.
+    caches: Arc<Caches>,
+    /// The state machine's database for alarm reads. Weak, so that after `shutdown` the file
+    /// is released even while clones of this handle live on (reads then fail with `Stopped`).
+    sm_db: Weak<Database>,
+    events: broadcast::Sender<Applied>,
+    /// Committed index + 1, maintained by the log store.
+    committed: Arc<AtomicU64>,
+    /// Taken by the first `shutdown`.
+    running: Mutex<Option<Running>>,
+}
+
+/// What `shutdown` stops and waits for.
+struct Running {
+    stop_metrics: oneshot::Sender<()>,
+    metrics_task: JoinHandle<()>,
+    /// Yields `None` once every store clone (held by openraft's tasks) is dropped.
+    released: mpsc::Receiver<()>,
+}
+
+/// Openraft settings for a LAN cluster; validated in `open_single`.
+fn raft_config() -> Config {
+    Config {
+        cluster_name: "starling".to_owned(),
+        heartbeat_interval: 150,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        // Snapshot every 5000 entries and keep 1000 entries behind the snapshot for followers
+        // that lag a little; openraft purges the rest after each snapshot.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Config::default()
+    }
+}
+
+impl ControlPlane {
+    /// Opens or creates the Raft log and state machine under `dir` (e.g. DIR/raft/), starts
+    /// openraft, and on first start initializes a single-member cluster {node_id} and commits
+    /// AssignShards{node: node_id, shards: 0..shards}. Restarts on the same dir keep everything
+    /// (no re-initialization). Returns once this node is leader and has applied its log.
+    ///
+    /// `shards` must be a power of two and match what the directory already holds. Reopening
+    /// a directory needs the previous instance's `shutdown` to have returned.
+    pub async fn open_single(
+        dir: &Path,
+        node_id: u64,
+        peer_addr: &str,
+        shards: u32,
+    ) -> Result<ControlPlane, ControlError> {
+        if !shards.is_power_of_two() {
+            return Err(ControlError::Config {
+                reason: format!("shard count {shards} is not a power of two"),
+            });
+        }
+        let config = raft_config().validate().map_err(|e| ControlError::Config {
+            reason: e.to_string(),
+        })?;
+        std::fs::create_dir_all(dir).map_err(|source| ControlError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let (alive, released) = mpsc::channel(1);
+        let log = LogStore::open(Database::create(dir.join("log.redb"))?, alive.clone())?;
+        let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+        let sm = StateMachineStore::open(
+            Database::create(dir.join("sm.redb"))?,
+            events.clone(),
+            alive,
+        )?;
+        let (caches, sm_db, committed) = (sm.caches(), sm.reader(), log.committed_handle());
+
+        let raft = Raft::new(node_id, Arc::new(config), NetworkFactory, log, sm).await?;
+        let (stop_metrics, stop_rx) = oneshot::channel();
+        let metrics_task = tokio::spawn(export_metrics(raft.metrics(), stop_rx));
+        let cp = ControlPlane {
+            inner: Arc::new(Inner {
+                node_id,
+                raft,
+                caches,
+                sm_db,
+                events,
+                committed,
+                running: Mutex::new(Some(Running {
+                    stop_metrics,
+                    metrics_task,
+                    released,
+                })),
+            }),
+        };
+        match cp.start_single(peer_addr, shards).await {
+            Ok(()) => Ok(cp),
+            Err(e) => {
+                cp.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Initializes the group if pristine, waits for leadership and the applied log, and
+    /// assigns all shards to this node if no shard is assigned yet.
+    async fn start_single(&self, peer_addr: &str, shards: u32) -> Result<(), ControlError> {
+        let raft = &self.inner.raft;
+        let me = self.inner.node_id;
+        if !raft.is_initialized().await? {
+            let members = BTreeMap::from([(me, BasicNode::new(peer_addr))]);
+            tracing::info!(
+                node = me,
+                peer_addr,
+                "initializing single-member control plane"
+            );
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(ControlError::fatal(e)),
+            }
+        }
+        raft.wait(Some(OPEN_TIMEOUT))
+            .metrics(
+                |m| m.state == ServerState::Leader && m.current_leader == Some(me),
+                "this node leads the single-member group",
+            )
+            .await
+            .map_err(wait_error)?;
+        // Linearizable barrier: returns once everything committed so far is applied here.
+        match tokio::time::timeout(OPEN_TIMEOUT, raft.ensure_linearizable()).await {
+            Err(_) => return Err(ControlError::unavailable("log not applied in time")),
+            Ok(Err(RaftError::Fatal(f))) => return Err(f.into()),
+            Ok(Err(RaftError::APIError(e))) => return Err(ControlError::unavailable(e)),
+            Ok(Ok(_)) => {}
+        }
+        let stored = self.inner.caches.shard_count();
+        if stored == 0 {
+            let cmd = ControlCommand::AssignShards {
+                node: me,
+                shards: (0..shards).collect(),
+            };
+            match self.write(cmd).await? {
+                ControlResponse::ShardsAssigned { epoch } => {
+                    tracing::info!(node = me, shards, epoch, "assigned all shards to this node");
+                }
+                other => {
+                    return Err(ControlError::fatal(format!(
+                        "AssignShards answered {other:?}"
+                    )));
+                }
+            }
+        } else if stored != shards as usize {
+            return Err(ControlError::ShardCountMismatch {
+                stored,
+                configured: shards,
+            });
+        }
+        Ok(())
+    }
+
+    /// Proposes through Raft (client_write) and returns the state machine's response once
+    /// committed and applied.
+    pub async fn write(&self, cmd: ControlCommand) -> Result<ControlResponse, ControlError> {
+        let write = self.inner.raft.client_write(Entry::new(cmd));
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Err(_) => Err(ControlError::unavailable(format!(
+                "write not committed within {WRITE_TIMEOUT:?}; it may still be applied"
+            ))),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::Fatal(f))) => Err(f.into()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(leader), Some(node)) => Err(ControlError::NotLeader {
+                        leader,
+                        addr: node.addr,
+                    }),
+                    _ => Err(ControlError::unavailable("no control-plane leader")),
+                }
+            }
+            Ok(Err(RaftError::APIError(e @ ClientWriteError::ChangeMembershipError(_)))) => {
+                Err(ControlError::fatal(e))
+            }
+        }
+    }
+
+    /// All rules, from the in-memory cache (kept in sync by apply).
+    pub fn rules(&self) -> Vec<Rule> {
+        self.inner.caches.rules()
+    }
+
+    pub fn rule(&self, tenant: &str, id: &str) -> Option<Rule> {
+        self.inner.caches.rule(tenant, id)
+    }
+
+    /// All alarms (active and cleared) in the order they were raised, read from disk.
+    pub fn alarms(&self) -> Result<Vec<Alarm>, ControlError> {
+        let db = self.sm_db()?;
+        Ok(state_machine::read_alarms(&db)?)
+    }
+
+    pub fn alarm(&self, id: &str) -> Result<Option<Alarm>, ControlError> {
+        let db = self.sm_db()?;
+        Ok(state_machine::read_alarm(&db, id)?)
+    }
+
+    /// The active alarm of (device, rule), if any.
+    pub fn active_alarm(
+        &self,
+        device: &DeviceKey,
+        rule_id: &str,
+    ) -> Result<Option<Alarm>, ControlError> {
+        let db = self.sm_db()?;
+        Ok(state_machine::read_active_alarm(&db, device, rule_id)?)
+    }
+
+    /// (node, epoch) owning `shard`, if assigned.
+    pub fn shard_owner(&self, shard: ShardId) -> Option<(u64, u64)> {
+        self.inner.caches.shard_owner(shard)
+    }
+
+    /// Events of entries applied from now on, sent after their batch is durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<Applied> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn status(&self) -> ControlStatus {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        ControlStatus {
+            node_id: self.inner.node_id,
+            leader: m.current_leader,
+            term: m.current_term,
+            commit_index: LogStore::committed_index(&self.inner.committed).unwrap_or(0),
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+            members: membership
+                .nodes()
+                .map(|(id, node)| (*id, node.addr.clone(), voters.contains(id)))
+                .collect(),
+        }
+    }
+
+    /// Stops openraft and the metrics task and waits until the database files are released,
+    /// so the directory can be opened again. Idempotent; later calls return at once.
+    pub async fn shutdown(&self) {
+        let Some(running) = self.inner.running.lock().await.take() else {
+            return;
+        };
+        let _ = running.stop_metrics.send(());
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft core task ended abnormally");
+        }
+        let _ = running.metrics_task.await;
+        let mut released = running.released;
+        if tokio::time::timeout(RELEASE_TIMEOUT, released.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("control-plane stores still referenced after {RELEASE_TIMEOUT:?}");
+        }
+    }
+
+    fn sm_db(&self) -> Result<Arc<Database>, ControlError> {
+        self.inner.sm_db.upgrade().ok_or(ControlError::Stopped)
+    }
+}
+
+fn wait_error(e: WaitError) -> ControlError {
+    match e {
+        WaitError::Timeout(..) => ControlError::unavailable(e),
+        WaitError::ShuttingDown => ControlError::Stopped,
+    }
+}
+
+/// Mirrors Raft metrics into the gauges until `stop` fires or Raft stops.
+async fn export_metrics(
+    mut metrics: tokio::sync::watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            metrics::gauge!(RAFT_TERM).set(m.current_term as f64);
+            metrics::gauge!(RAFT_APPLIED).set(m.last_applied.map_or(0.0, |l| l.index as f64));
+            let leader = if m.state == ServerState::Leader {
+                1.0
+            } else {
+                0.0
+            };
+            metrics::gauge!(RAFT_IS_LEADER).set(leader);
+        }
+        tokio::select! {
+            // New metrics from Raft; an error means Raft has stopped.
+            changed = metrics.changed() => if changed.is_err() { break },
+            // `shutdown` asked us to stop (or dropped the sender).
+            _ = &mut stop => break,
+        }
+    }
+    metrics::gauge!(RAFT_IS_LEADER).set(0.0);
+}
+
+#[cfg(test)]
+mod tests;

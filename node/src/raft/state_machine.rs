@@ -1,0 +1,502 @@
+//! The control state machine on redb (`DIR/sm.redb`): openraft's [`RaftStateMachine`].
+//!
+//! The tables are described in [`tables`](super::tables).
+//!
+//! A batch of entries is applied in ONE write transaction together with `last_applied`,
+//! committed with `Durability::Immediate`: after a crash an entry is either applied with its
+//! index recorded or not at all, so it is never applied twice. Only after that commit are the
+//! in-memory caches (rules and shard map, both tiny and read on every telemetry point)
+//! updated and the [`Applied`] events broadcast.
+//!
+//! The entry logic itself is [`apply::apply`](super::apply::apply); this file only adapts it
+//! to redb and openraft. Alarms and the active index are never cached: they are read from disk.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use super::apply::{Applied, alarm_index, apply};
+use super::command::{ControlCommand, ControlResponse, Rejection};
+use super::tables::{
+    ACTIVE, ALARMS, LAST_APPLIED, LAST_MEMBERSHIP, META, RULES, SHARDS, SNAP_DATA, SNAP_META,
+    SNAPSHOT, TxnView, decode, read_meta,
+};
+pub use super::tables::{read_active_alarm, read_alarm, read_alarms};
+use super::types::{
+    LogId, Op, RaftEntry, Snapshot, SnapshotMeta, StorageResult, StoreError, StoredMembership,
+    TypeConfig, blocking, storage_err,
+};
+use crate::metrics_names::{ALARM_REJECTED, ALARM_TRANSITIONS};
+use crate::model::{Alarm, Rule, Transition};
+use crate::shard::ShardId;
+
+/// The in-memory copies of the small, hot parts of the state. Only the state machine writes
+/// them, after each commit. The locks are std locks held for map operations only (never across
+/// an await), so a poisoned lock can only come from a panic inside a map operation; the maps
+/// are still consistent then, and readers take them as they are.
+#[derive(Default, Debug)]
+pub struct Caches {
+    rules: RwLock<BTreeMap<(String, String), Rule>>,
+    shards: RwLock<BTreeMap<ShardId, (u64, u64)>>,
+}
+
+impl Caches {
+    pub fn rules(&self) -> Vec<Rule> {
+        let rules = self.rules.read().unwrap_or_else(PoisonError::into_inner);
+        rules.values().cloned().collect()
+    }
+
+    pub fn rule(&self, tenant: &str, id: &str) -> Option<Rule> {
+        let rules = self.rules.read().unwrap_or_else(PoisonError::into_inner);
+        rules.get(&(tenant.to_owned(), id.to_owned())).cloned()
+    }
+
+    pub fn shard_owner(&self, shard: ShardId) -> Option<(u64, u64)> {
+        let shards = self.shards.read().unwrap_or_else(PoisonError::into_inner);
+        shards.get(&shard).copied()
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn follow(&self, event: &Applied) {
+        match event {
+            Applied::RuleChanged { tenant, id, rule } => {
+                let mut rules = self.rules.write().unwrap_or_else(PoisonError::into_inner);
+                let key = (tenant.clone(), id.clone());
+                match rule {
+                    Some(rule) => rules.insert(key, rule.clone()),
+                    None => rules.remove(&key),
+                };
+            }
+            Applied::ShardsAssigned {
+                node,
+                shards,
+                epoch,
+            } => {
+                let mut map = self.shards.write().unwrap_or_else(PoisonError::into_inner);
+                for shard in shards {
+                    map.insert(*shard, (*node, *epoch));
+                }
+            }
+            Applied::Alarm(_) | Applied::SnapshotInstalled { .. } => {}
+        }
+    }
+
+    /// Replaces both caches from disk; returns the rule changes this made.
+    fn reload(&self, db: &Database) -> Result<Vec<Applied>, StoreError> {
+        let txn = db.begin_read()?;
+        let mut rules = BTreeMap::new();
+        for row in txn.open_table(RULES)?.iter()? {
+            let (k, v) = row?;
+            let (tenant, id) = k.value();
+            rules.insert(
+                (tenant.to_owned(), id.to_owned()),
+                decode::<Rule>(v.value())?,
+            );
+        }
+        let mut shards = BTreeMap::new();
+        for row in txn.open_table(SHARDS)?.iter()? {
+            let (k, v) = row?;
+            shards.insert(k.value(), v.value());
+        }
+        *self.shards.write().unwrap_or_else(PoisonError::into_inner) = shards;
+        let mut cached = self.rules.write().unwrap_or_else(PoisonError::into_inner);
+        let mut changes = Vec::new();
+        for (key, old) in cached.iter() {
+            if !rules.contains_key(key) || rules.get(key) != Some(old) {
+                let rule = rules.get(key).cloned();
+                changes.push(rule_changed(key, rule));
+            }
+        }
+        for (key, rule) in &rules {
+            if !cached.contains_key(key) {
+                changes.push(rule_changed(key, Some(rule.clone())));
+            }
+        }
+        *cached = rules;
+        Ok(changes)
+    }
+}
+
+fn rule_changed(key: &(String, String), rule: Option<Rule>) -> Applied {
+    Applied::RuleChanged {
+        tenant: key.0.clone(),
+        id: key.1.clone(),
+        rule,
+    }
+}
+
+/// Everything the state machine holds, as a snapshot carries it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SnapshotData {
+    rules: Vec<Rule>,
+    alarms: Vec<Alarm>,
+    /// (tenant, rule id, device, alarm id)
+    active: Vec<(String, String, String, String)>,
+    /// (shard, node, epoch)
+    shards: Vec<(ShardId, u64, u64)>,
+}
+
+/// The state machine store. Openraft owns one; its snapshot builders are clones.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    caches: Arc<Caches>,
+    events: broadcast::Sender<Applied>,
+    /// Dropped with the last clone; see `LogStore::_alive`.
+    _alive: mpsc::Sender<()>,
+}
+
+impl StateMachineStore {
+    /// Opens (creating if needed) the tables of an opened `sm.redb` and fills the caches.
+    pub fn open(
+        db: Database,
+        events: broadcast::Sender<Applied>,
+        alive: mpsc::Sender<()>,
+    ) -> Result<Self, StoreError> {
+        let txn = db.begin_write()?;
+        txn.open_table(RULES)?;
+        txn.open_table(ALARMS)?;
+        txn.open_table(ACTIVE)?;
+        txn.open_table(SHARDS)?;
+        txn.open_table(META)?;
+        txn.open_table(SNAPSHOT)?;
+        txn.commit()?;
+        let caches = Arc::new(Caches::default());
+        caches.reload(&db)?;
+        Ok(Self {
+            db: Arc::new(db),
+            caches,
+            events,
+            _alive: alive,
+        })
+    }
+
+    pub fn caches(&self) -> Arc<Caches> {
+        self.caches.clone()
+    }
+
+    /// A handle for reads that does not keep the database open after shutdown.
+    pub fn reader(&self) -> std::sync::Weak<Database> {
+        Arc::downgrade(&self.db)
+    }
+
+    /// Publishes what a committed batch did: caches first, then metrics, then subscribers.
+    fn publish(&self, events: Vec<Applied>) {
+        for event in events {
+            self.caches.follow(&event);
+            if let Applied::Alarm(e) = &event {
+                let transition = match e.transition {
+                    Transition::Raised => "raised",
+                    Transition::Cleared => "cleared",
+                    Transition::Acknowledged => "acknowledged",
+                };
+                metrics::counter!(ALARM_TRANSITIONS, "transition" => transition).increment(1);
+            }
+            // No receiver is fine; lagging receivers see `RecvError::Lagged`.
+            let _ = self.events.send(event);
+        }
+    }
+}
+
+fn is_alarm_command(cmd: &ControlCommand) -> bool {
+    matches!(
+        cmd,
+        ControlCommand::RaiseAlarm { .. }
+            | ControlCommand::ClearAlarm { .. }
+            | ControlCommand::AckAlarm { .. }
+    )
+}
+
+fn rejection_reason(r: &Rejection) -> &'static str {
+    match r {
+        Rejection::StaleEpoch { .. } => "stale_epoch",
+        Rejection::NoSuchRule(_) => "no_such_rule",
+        Rejection::NoSuchAlarm(_) => "no_such_alarm",
+        Rejection::UnknownFormat(_) => "unknown_format",
+    }
+}
+
+/// Applies a batch in one durable transaction; returns one response per entry and the events.
+fn apply_batch(
+    db: &Database,
+    entries: &[RaftEntry],
+) -> Result<(Vec<ControlResponse>, Vec<Applied>), StoreError> {
+    let mut responses = Vec::with_capacity(entries.len());
+    let mut events = Vec::new();
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut view = TxnView {
+            rules: txn.open_table(RULES)?,
+            alarms: txn.open_table(ALARMS)?,
+            active: txn.open_table(ACTIVE)?,
+            shards: txn.open_table(SHARDS)?,
+        };
+        let mut meta = txn.open_table(META)?;
+        for entry in entries {
+            let response = match &entry.payload {
+                EntryPayload::Blank => ControlResponse::Unchanged,
+                EntryPayload::Normal(e) => {
+                    let outcome = apply(&mut view, entry.log_id.index, e)?;
+                    if let ControlResponse::Rejected(r) = &outcome.response {
+                        tracing::debug!(index = entry.log_id.index, rejection = %r, "entry rejected");
+                        if is_alarm_command(&e.command) {
+                            let reason = rejection_reason(r);
+                            metrics::counter!(ALARM_REJECTED, "reason" => reason).increment(1);
+                        }
+                    }
+                    events.extend(outcome.events);
+                    outcome.response
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m.clone());
+                    let bytes = serde_json::to_vec(&stored)?;
+                    meta.insert(LAST_MEMBERSHIP, bytes.as_slice())?;
+                    ControlResponse::Unchanged
+                }
+            };
+            responses.push(response);
+        }
+        if let Some(last) = entries.last() {
+            let bytes = serde_json::to_vec(&Some(last.log_id))?;
+            meta.insert(LAST_APPLIED, bytes.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok((responses, events))
+}
+
+/// Reads the whole state in one read transaction (a consistent view) as a snapshot.
+fn build(db: &Database) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
+    let txn = db.begin_read()?;
+    let mut data = SnapshotData::default();
+    for row in txn.open_table(RULES)?.iter()? {
+        data.rules.push(decode(row?.1.value())?);
+    }
+    for row in txn.open_table(ALARMS)?.iter()? {
+        data.alarms.push(decode(row?.1.value())?);
+    }
+    for row in txn.open_table(ACTIVE)?.iter()? {
+        let (k, v) = row?;
+        let (t, r, d) = k.value();
+        let a = v.value();
+        data.active.push((t.into(), r.into(), d.into(), a.into()));
+    }
+    for row in txn.open_table(SHARDS)?.iter()? {
+        let (k, v) = row?;
+        let (node, epoch) = v.value();
+        data.shards.push((k.value(), node, epoch));
+    }
+    let meta_table = txn.open_table(META)?;
+    let get = |key| -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(meta_table.get(key)?.map(|v| v.value().to_vec()))
+    };
+    let last_log_id: Option<LogId> = get(LAST_APPLIED)?
+        .map(|b| decode(&b))
+        .transpose()?
+        .flatten();
+    let last_membership: StoredMembership = get(LAST_MEMBERSHIP)?
+        .map(|b| decode(&b))
+        .transpose()?
+        .unwrap_or_default();
+    // Not part of the replicated state, so the wall clock is fine here: it keeps ids of two
+    // snapshots at the same log id apart.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let snapshot_id = match last_log_id {
+        Some(l) => format!("{}-{}-{now_ms}", l.leader_id.term, l.index),
+        None => format!("none-{now_ms}"),
+    };
+    let meta = SnapshotMeta {
+        last_log_id,
+        last_membership,
+        snapshot_id,
+    };
+    Ok((meta, serde_json::to_vec(&data)?))
+}
+
+/// Keeps `meta`/`data` as the current snapshot unless a newer one is already kept.
+fn save_snapshot(db: &Database, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut table = txn.open_table(SNAPSHOT)?;
+        let kept: Option<SnapshotMeta> = table
+            .get(SNAP_META)?
+            .map(|v| decode(v.value()))
+            .transpose()?;
+        if kept.is_some_and(|k| k.last_log_id > meta.last_log_id) {
+            return Ok(());
+        }
+        table.insert(SNAP_META, serde_json::to_vec(meta)?.as_slice())?;
+        table.insert(SNAP_DATA, data)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Replaces the whole state by a snapshot's, in one transaction.
+fn install(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), StoreError> {
+    let data: SnapshotData = decode(bytes)?;
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut rules = txn.open_table(RULES)?;
+        let mut alarms = txn.open_table(ALARMS)?;
+        let mut active = txn.open_table(ACTIVE)?;
+        let mut shards = txn.open_table(SHARDS)?;
+        rules.retain(|_, _| false)?;
+        alarms.retain(|_, _| false)?;
+        active.retain(|_, _| false)?;
+        shards.retain(|_, _| false)?;
+        for rule in &data.rules {
+            let bytes = serde_json::to_vec(rule)?;
+            rules.insert((rule.tenant(), rule.doc.id.as_str()), bytes.as_slice())?;
+        }
+        for alarm in &data.alarms {
+            let index = alarm_index(&alarm.id).ok_or_else(|| {
+                StoreError::Codec(serde::de::Error::custom(format!(
+                    "bad alarm id {:?}",
+                    alarm.id
+                )))
+            })?;
+            alarms.insert(index, serde_json::to_vec(alarm)?.as_slice())?;
+        }
+        for (t, r, d, a) in &data.active {
+            active.insert((t.as_str(), r.as_str(), d.as_str()), a.as_str())?;
+        }
+        for (shard, node, epoch) in &data.shards {
+            shards.insert(*shard, (*node, *epoch))?;
+        }
+        let mut m = txn.open_table(META)?;
+        m.insert(
+            LAST_APPLIED,
+            serde_json::to_vec(&meta.last_log_id)?.as_slice(),
+        )?;
+        m.insert(
+            LAST_MEMBERSHIP,
+            serde_json::to_vec(&meta.last_membership)?.as_slice(),
+        )?;
+        let mut snap = txn.open_table(SNAPSHOT)?;
+        snap.insert(SNAP_META, serde_json::to_vec(meta)?.as_slice())?;
+        snap.insert(SNAP_DATA, bytes)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot> {
+        let db = self.db.clone();
+        let (meta, data) = blocking(Op::WriteSnapshot, move || {
+            let (meta, data) = build(&db)?;
+            save_snapshot(&db, &meta, &data)?;
+            Ok((meta, data))
+        })
+        .await?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built control-plane snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId>, StoredMembership)> {
+        let read = || -> Result<_, StoreError> {
+            let applied: Option<Option<LogId>> = read_meta(&self.db, LAST_APPLIED)?;
+            let membership: Option<StoredMembership> = read_meta(&self.db, LAST_MEMBERSHIP)?;
+            Ok((applied.flatten(), membership.unwrap_or_default()))
+        };
+        read().map_err(|e| storage_err(Op::ReadStateMachine, e))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<ControlResponse>>
+    where
+        I: IntoIterator<Item = RaftEntry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<RaftEntry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = self.db.clone();
+        let (responses, events) =
+            blocking(Op::WriteStateMachine, move || apply_batch(&db, &entries)).await?;
+        self.publish(events);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let db = self.db.clone();
+        let caches = self.caches.clone();
+        let meta = meta.clone();
+        let last_applied = meta.last_log_id.map(|l| l.index);
+        let changes = blocking(Op::WriteSnapshot, move || {
+            let bytes = snapshot.into_inner();
+            install(&db, &meta, &bytes)?;
+            caches.reload(&db)
+        })
+        .await?;
+        tracing::info!(?last_applied, "installed control-plane snapshot");
+        for change in changes {
+            let _ = self.events.send(change);
+        }
+        let _ = self
+            .events
+            .send(Applied::SnapshotInstalled { last_applied });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot>> {
+        let read = || -> Result<Option<Snapshot>, StoreError> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(SNAPSHOT)?;
+            let Some(meta) = table.get(SNAP_META)? else {
+                return Ok(None);
+            };
+            let meta: SnapshotMeta = decode(meta.value())?;
+            let data = table
+                .get(SNAP_DATA)?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_default();
+            Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            }))
+        };
+        read().map_err(|e| storage_err(Op::ReadSnapshot, e))
+    }
+}
+
+#[cfg(test)]
+#[path = "state_machine_tests.rs"]
+mod tests;

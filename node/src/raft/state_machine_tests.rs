@@ -1,0 +1,174 @@
+//! Tests of the redb state machine without openraft running: batches, reopen, snapshots.
+
+use openraft::{CommittedLeaderId, Membership};
+use tempfile::TempDir;
+
+use super::*;
+use crate::model::{CmpOp, Condition, DeviceKey, RuleDoc, Selector, Threshold, Value};
+use crate::raft::command::Entry;
+
+fn entry(index: u64, cmd: ControlCommand) -> RaftEntry {
+    openraft::Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Entry::new(cmd)),
+    }
+}
+
+fn membership(index: u64) -> RaftEntry {
+    let nodes = BTreeMap::from([(1, openraft::BasicNode::new("a:1"))]);
+    let m = Membership::new(vec![[1].into()], nodes);
+    openraft::Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Membership(m),
+    }
+}
+
+fn put(id: &str) -> ControlCommand {
+    ControlCommand::PutRule {
+        doc: RuleDoc {
+            id: id.into(),
+            tenant: None,
+            selector: Selector::default(),
+            condition: Condition::Threshold(Threshold {
+                metric: "temp".into(),
+                op: CmpOp::Gt,
+                value: 30.0,
+            }),
+            severity: "major".into(),
+        },
+        at_ms: 1,
+    }
+}
+
+fn raise(epoch: u64) -> ControlCommand {
+    ControlCommand::RaiseAlarm {
+        shard: 0,
+        epoch,
+        device: DeviceKey::default_tenant("d1"),
+        rule_id: "hot".into(),
+        rule_version: 3,
+        severity: "major".into(),
+        metric: "temp".into(),
+        value: Value::Number(40.0),
+        at_ms: 2,
+        message: "hot".into(),
+    }
+}
+
+/// The history used below: membership, shards, two rules, an alarm.
+fn history() -> Vec<RaftEntry> {
+    vec![
+        membership(1),
+        entry(
+            2,
+            ControlCommand::AssignShards {
+                node: 1,
+                shards: vec![0, 1],
+            },
+        ),
+        entry(3, put("hot")),
+        entry(4, put("cold")),
+        entry(5, raise(2)),
+    ]
+}
+
+fn open(dir: &TempDir) -> (StateMachineStore, broadcast::Receiver<Applied>) {
+    let (events, rx) = broadcast::channel(64);
+    let (alive, _) = mpsc::channel(1);
+    let db = Database::create(dir.path().join("sm.redb")).expect("create");
+    (
+        StateMachineStore::open(db, events, alive).expect("open"),
+        rx,
+    )
+}
+
+fn drain(rx: &mut broadcast::Receiver<Applied>) -> Vec<Applied> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_batch_applies_records_last_applied_and_publishes_after_commit() {
+    let dir = TempDir::new().expect("dir");
+    let (mut sm, mut rx) = open(&dir);
+    let responses = sm.apply(history()).await.expect("apply");
+    assert_eq!(responses.len(), 5);
+    assert_eq!(responses[0], ControlResponse::Unchanged);
+    assert_eq!(responses[1], ControlResponse::ShardsAssigned { epoch: 2 });
+    assert!(matches!(responses[4], ControlResponse::Alarm(_)));
+
+    let (applied, membership) = sm.applied_state().await.expect("state");
+    assert_eq!(applied.map(|l| l.index), Some(5));
+    assert_eq!(membership.log_id().map(|l| l.index), Some(1));
+    assert_eq!(sm.caches().shard_owner(1), Some((1, 2)));
+    assert_eq!(sm.caches().rules().len(), 2);
+    assert_eq!(drain(&mut rx).len(), 4); // shards, two rules, one alarm
+
+    // Reopening reads everything back from disk, caches included.
+    drop(sm);
+    let (mut sm, _rx) = open(&dir);
+    let (applied, _) = sm.applied_state().await.expect("state");
+    assert_eq!(applied.map(|l| l.index), Some(5));
+    assert_eq!(
+        sm.caches().rule("default", "cold").map(|r| r.version),
+        Some(4)
+    );
+    let db = sm.reader().upgrade().expect("open");
+    let active = read_active_alarm(&db, &DeviceKey::default_tenant("d1"), "hot").expect("read");
+    assert_eq!(active.map(|a| a.id), Some("a-5".to_owned()));
+}
+
+#[tokio::test]
+async fn a_snapshot_installs_into_a_fresh_store() {
+    let (dir_a, dir_b) = (TempDir::new().expect("dir"), TempDir::new().expect("dir"));
+    let (mut a, _) = open(&dir_a);
+    a.apply(history()).await.expect("apply");
+    let snapshot = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(5));
+    let kept = a.get_current_snapshot().await.expect("read").expect("kept");
+    assert_eq!(kept.meta, snapshot.meta);
+
+    // B has something the snapshot does not: it must disappear.
+    let (mut b, mut rx) = open(&dir_b);
+    b.apply(vec![entry(1, put("stale"))]).await.expect("apply");
+    drain(&mut rx);
+    b.install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("install");
+
+    let (applied, membership) = b.applied_state().await.expect("state");
+    assert_eq!(applied, snapshot.meta.last_log_id);
+    assert_eq!(&membership, &snapshot.meta.last_membership);
+    assert!(b.caches().rule("default", "stale").is_none());
+    assert_eq!(b.caches().rules(), a.caches().rules());
+    assert_eq!(b.caches().shard_owner(0), Some((1, 2)));
+    let (da, db) = (
+        a.reader().upgrade().expect("a"),
+        b.reader().upgrade().expect("b"),
+    );
+    assert_eq!(read_alarms(&db).expect("b"), read_alarms(&da).expect("a"));
+    let current = b.get_current_snapshot().await.expect("read").expect("kept");
+    assert_eq!(current.meta, snapshot.meta);
+
+    // Subscribers learn what changed: stale rule gone, two rules new, then the reset.
+    let events = drain(&mut rx);
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(
+        events.last(),
+        Some(&Applied::SnapshotInstalled {
+            last_applied: Some(5)
+        })
+    );
+
+    // Applying continues after the snapshot: epochs and the active index came along.
+    let responses = b.apply(vec![entry(6, raise(2))]).await.expect("apply");
+    assert_eq!(responses, vec![ControlResponse::Unchanged]);
+}

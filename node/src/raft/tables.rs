@@ -1,0 +1,180 @@
+//! The tables of the state machine in `DIR/sm.redb`, and reads and writes of them.
+//!
+//! Tables (JSON values unless noted):
+//! - `rules`: (tenant, rule id) → [`Rule`];
+//! - `alarms`: log index that raised it (`u64`) → [`Alarm`] (its id is `a-{index}`);
+//! - `active`: (tenant, rule id, device) → alarm id (`&str`): the one active alarm per
+//!   (device, rule); keyed rule-first so deleting a rule finds its alarms with one range scan;
+//! - `shards`: shard → (node, epoch) as `(u64, u64)`;
+//! - `meta`: `"last_applied"` (log id), `"last_membership"` (stored membership);
+//! - `snapshot`: `"meta"` (snapshot meta, JSON) and `"data"` (raw bytes) of the last snapshot.
+//!
+//! [`TxnView`] is the [`ControlState`] that the pure apply runs on, inside one write
+//! transaction; the `read_*` functions are the facade's reads (their own read transactions).
+//! Nothing here publishes, caches or knows about openraft.
+
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use serde::Deserialize;
+
+use super::apply::{ControlState, alarm_index};
+use super::types::StoreError;
+use crate::model::{Alarm, DeviceKey, Rule};
+use crate::shard::ShardId;
+
+pub(super) type RulesTable<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
+pub(super) type AlarmsTable<'t> = Table<'t, u64, &'static [u8]>;
+pub(super) type ActiveTable<'t> =
+    Table<'t, (&'static str, &'static str, &'static str), &'static str>;
+pub(super) type ShardsTable<'t> = Table<'t, u32, (u64, u64)>;
+
+pub(super) const RULES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rules");
+pub(super) const ALARMS: TableDefinition<u64, &[u8]> = TableDefinition::new("alarms");
+pub(super) const ACTIVE: TableDefinition<(&str, &str, &str), &str> = TableDefinition::new("active");
+pub(super) const SHARDS: TableDefinition<u32, (u64, u64)> = TableDefinition::new("shards");
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+
+pub(super) const LAST_APPLIED: &str = "last_applied";
+pub(super) const LAST_MEMBERSHIP: &str = "last_membership";
+pub(super) const SNAP_META: &str = "meta";
+pub(super) const SNAP_DATA: &str = "data";
+
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// [`ControlState`] over the tables of one open write transaction.
+pub(super) struct TxnView<'t> {
+    pub(super) rules: RulesTable<'t>,
+    pub(super) alarms: AlarmsTable<'t>,
+    pub(super) active: ActiveTable<'t>,
+    pub(super) shards: ShardsTable<'t>,
+}
+
+impl ControlState for TxnView<'_> {
+    type Error = StoreError;
+
+    fn shard_owner(&self, shard: ShardId) -> Result<Option<(u64, u64)>, StoreError> {
+        Ok(self.shards.get(shard)?.map(|v| v.value()))
+    }
+    fn set_shard_owner(&mut self, shard: ShardId, node: u64, epoch: u64) -> Result<(), StoreError> {
+        self.shards.insert(shard, (node, epoch))?;
+        Ok(())
+    }
+    fn rule(&self, tenant: &str, id: &str) -> Result<Option<Rule>, StoreError> {
+        self.rules
+            .get((tenant, id))?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+    fn put_rule(&mut self, rule: &Rule) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(rule)?;
+        self.rules
+            .insert((rule.tenant(), rule.doc.id.as_str()), bytes.as_slice())?;
+        Ok(())
+    }
+    fn remove_rule(&mut self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        self.rules.remove((tenant, id))?;
+        Ok(())
+    }
+    fn alarm(&self, id: &str) -> Result<Option<Alarm>, StoreError> {
+        let Some(index) = alarm_index(id) else {
+            return Ok(None);
+        };
+        self.alarms
+            .get(index)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+    fn put_alarm(&mut self, alarm: &Alarm) -> Result<(), StoreError> {
+        // Ids are minted by `apply` as `alarm_id(index)`, so they always parse.
+        let Some(index) = alarm_index(&alarm.id) else {
+            return Err(StoreError::Codec(serde::de::Error::custom(format!(
+                "alarm id {:?} is not minted by the state machine",
+                alarm.id
+            ))));
+        };
+        let bytes = serde_json::to_vec(alarm)?;
+        self.alarms.insert(index, bytes.as_slice())?;
+        Ok(())
+    }
+    fn active_alarm_id(&self, d: &DeviceKey, rule: &str) -> Result<Option<String>, StoreError> {
+        let key = (d.tenant.as_str(), rule, d.device.as_str());
+        Ok(self.active.get(key)?.map(|v| v.value().to_owned()))
+    }
+    fn set_active(
+        &mut self,
+        d: &DeviceKey,
+        rule: &str,
+        id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let key = (d.tenant.as_str(), rule, d.device.as_str());
+        match id {
+            Some(id) => self.active.insert(key, id)?,
+            None => self.active.remove(key)?,
+        };
+        Ok(())
+    }
+    fn active_alarm_ids_of_rule(
+        &self,
+        tenant: &str,
+        rule: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for row in self.active.range((tenant, rule, "")..)? {
+            let (k, v) = row?;
+            let (t, r, _) = k.value();
+            if t != tenant || r != rule {
+                break;
+            }
+            ids.push(v.value().to_owned());
+        }
+        Ok(ids)
+    }
+}
+
+/// All alarms, in the order they were raised.
+pub fn read_alarms(db: &Database) -> Result<Vec<Alarm>, StoreError> {
+    let txn = db.begin_read()?;
+    let mut out = Vec::new();
+    for row in txn.open_table(ALARMS)?.iter()? {
+        out.push(decode(row?.1.value())?);
+    }
+    Ok(out)
+}
+
+pub fn read_alarm(db: &Database, id: &str) -> Result<Option<Alarm>, StoreError> {
+    let Some(index) = alarm_index(id) else {
+        return Ok(None);
+    };
+    let txn = db.begin_read()?;
+    let table = txn.open_table(ALARMS)?;
+    table.get(index)?.map(|v| decode(v.value())).transpose()
+}
+
+pub fn read_active_alarm(
+    db: &Database,
+    device: &DeviceKey,
+    rule_id: &str,
+) -> Result<Option<Alarm>, StoreError> {
+    let txn = db.begin_read()?;
+    let active = txn.open_table(ACTIVE)?;
+    let key = (device.tenant.as_str(), rule_id, device.device.as_str());
+    let Some(id) = active.get(key)?.map(|v| v.value().to_owned()) else {
+        return Ok(None);
+    };
+    let Some(index) = alarm_index(&id) else {
+        return Ok(None);
+    };
+    let alarms = txn.open_table(ALARMS)?;
+    alarms.get(index)?.map(|v| decode(v.value())).transpose()
+}
+
+pub(super) fn read_meta<T: for<'de> Deserialize<'de>>(
+    db: &Database,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(META)?;
+    table.get(key)?.map(|v| decode(v.value())).transpose()
+}

@@ -1,0 +1,16 @@
+//! Starling's protocol crate: generated code only, from `proto/`.
+//!
+//! - [`v1`]: the public API (`starling.v1`), served on the client port.
+//! - [`peer`]: node-to-node services (`starling.peer.v1`), served only on the peer port.
+
+/// The public API, package `starling.v1`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("starling.v1");
+}
+
+/// Node-to-node services, package `starling.peer.v1`.
+pub mod peer {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("starling.peer.v1");
+}
