@@ -24,6 +24,9 @@ pub struct NodeConfig {
     pub broker: String,
     /// MQTT client id; stable per node so the broker keeps its session across restarts.
     pub mqtt_client_id: String,
+    /// Subscription filters of the ingress (QoS 1). Default: the shared subscriptions
+    /// `$share/starling/devices/+/telemetry` and its tenant form.
+    pub mqtt_filters: Vec<String>,
     /// Most MQTT messages received and not yet acknowledged (the ordered ack window).
     pub mqtt_in_flight: u16,
     /// Largest accepted MQTT payload, bytes.
@@ -46,6 +49,10 @@ impl NodeConfig {
             node_id,
             broker,
             mqtt_client_id: format!("starling-node-{node_id}"),
+            mqtt_filters: crate::ingest::mqtt::DEFAULT_FILTERS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
             mqtt_in_flight: 1000,
             max_payload_bytes: 64 * 1024,
             idle_timeout: Duration::from_secs(300),
@@ -84,6 +91,9 @@ impl NodeConfig {
         if self.mqtt_client_id.is_empty() {
             return bad("mqtt_client_id", "must not be empty");
         }
+        if self.mqtt_filters.is_empty() {
+            return bad("mqtt_filters", "must name at least one filter");
+        }
         Ok(())
     }
 }
@@ -96,7 +106,8 @@ mod tests {
     fn validation_names_the_field() {
         let ok = NodeConfig::new(1, "/tmp/x".into(), "127.0.0.1:1883".into());
         ok.validate().unwrap();
-        let cases: Vec<(fn(&mut NodeConfig), &str)> = vec![
+        type Mutation = fn(&mut NodeConfig);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|c| c.node_id = 0, "node_id"),
             (|c| c.shards = 1000, "shards"),
             (|c| c.mqtt_in_flight = 0, "mqtt_in_flight"),

@@ -182,7 +182,7 @@ impl Rule {
     pub fn selects(&self, device: &DeviceKey) -> bool {
         self.tenant() == device.tenant
             && (self.doc.selector.devices.is_empty()
-                || self.doc.selector.devices.iter().any(|d| *d == device.device))
+                || self.doc.selector.devices.contains(&device.device))
     }
 }
 

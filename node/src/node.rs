@@ -54,6 +54,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     move |source| NodeError::Io { what, source }
 }
 
+/// Longest wait for ingest to drain at shutdown.
+const INGEST_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The sockets a node serves on, bound by the caller (tests bind port 0).
 pub struct Listeners {
     /// Public gRPC API (TLS, client certificates required).
@@ -110,20 +113,24 @@ pub async fn run(
     let grpc = tonic::transport::Server::builder()
         .tls_config(server_tls)?
         .add_routes(api::routes(state))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.grpc),
+            stopped(stop_rx.clone()),
+        );
     let grpc = tokio::spawn(grpc);
-    let http = tokio::spawn(crate::http::serve(
-        listeners.http,
-        control.clone(),
-        stopped(stop_rx.clone()),
-    ));
-
     let (host, port) = split_host_port(&config.broker)?;
     let mqtt_cfg = ingest::mqtt::MqttIngestConfig {
         max_in_flight: config.mqtt_in_flight,
         max_payload_bytes: config.max_payload_bytes,
+        filters: config.mqtt_filters.clone(),
         ..ingest::mqtt::MqttIngestConfig::new(host, port, config.mqtt_client_id.clone())
     };
+    let http = tokio::spawn(crate::http::serve(
+        listeners.http,
+        control.clone(),
+        mqtt_cfg.health.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let sink: Arc<dyn PointSink> = Arc::new(RouterSink(router.clone()));
     let ingest = tokio::spawn(ingest::mqtt::run(mqtt_cfg, sink, stop_rx.clone()));
 
@@ -133,10 +140,15 @@ pub async fn run(
     let _ = stop_tx.send(true);
 
     let mut result = Ok(());
-    match ingest.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => result = Err(NodeError::Ingest(e.to_string())),
-        Err(e) => result = Err(NodeError::Ingest(format!("ingest task failed: {e}"))),
+    // Ingest finishes its in-flight messages and acks them; a store that hangs must not hang
+    // the stop forever (what is not acked is redelivered by the broker).
+    match tokio::time::timeout(INGEST_DRAIN_TIMEOUT, ingest).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => result = Err(NodeError::Ingest(e.to_string())),
+        Ok(Err(e)) => result = Err(NodeError::Ingest(format!("ingest task failed: {e}"))),
+        Err(_) => tracing::warn!(
+            "ingest did not drain in {INGEST_DRAIN_TIMEOUT:?}; unacked messages will be redelivered"
+        ),
     }
     if let Ok(Err(e)) = grpc.await {
         tracing::warn!(error = %e, "grpc server stopped with an error");
@@ -199,21 +211,36 @@ pub async fn run_dev(args: crate::cli::DevArgs) -> Result<(), NodeError> {
     let http_addr = http.local_addr().map_err(io("HTTP address"))?;
 
     let endpoint = format!("https://127.0.0.1:{}", grpc_addr.port());
-    let pki = certs::ensure_dev_pki(&data_dir, &endpoint).map_err(|e| NodeError::Certs(e.to_string()))?;
+    let pki =
+        certs::ensure_dev_pki(&data_dir, &endpoint).map_err(|e| NodeError::Certs(e.to_string()))?;
 
-    #[cfg(feature = "embedded-broker")]
-    let mut _broker = None;
+    // With the embedded broker the ingress subscribes without `$share` (see ingest::broker).
+    let mut filters: Option<Vec<String>> = None;
+    let broker_line: String;
     let broker = match &args.broker {
-        Some(b) => b.clone(),
+        Some(b) => {
+            broker_line = format!("{b} (external)");
+            b.clone()
+        }
         None => {
             #[cfg(feature = "embedded-broker")]
             {
-                let addr: SocketAddr = ([127, 0, 0, 1], args.mqtt_port).into();
-                _broker = Some(
-                    ingest::broker::start_embedded_broker(addr)
-                        .map_err(|e| NodeError::Ingest(e.to_string()))?,
+                let v4: SocketAddr = ([127, 0, 0, 1], args.mqtt_port).into();
+                let v5: SocketAddr = ([127, 0, 0, 1], mqtt5_port(&args)).into();
+                let embedded = ingest::broker::start_embedded_broker(v4, v5)
+                    .map_err(|e| NodeError::Ingest(e.to_string()))?;
+                filters = Some(
+                    ingest::broker::INGEST_FILTERS
+                        .iter()
+                        .map(|f| (*f).to_owned())
+                        .collect(),
                 );
-                addr.to_string()
+                broker_line = format!(
+                    "{} (MQTT 3.1.1) and {} (MQTT 5), embedded",
+                    embedded.v4_addr(),
+                    embedded.v5_addr()
+                );
+                embedded.v5_addr().to_string()
             }
             #[cfg(not(feature = "embedded-broker"))]
             {
@@ -226,17 +253,27 @@ pub async fn run_dev(args: crate::cli::DevArgs) -> Result<(), NodeError> {
 
     let mut config = NodeConfig::new(args.node_id, data_dir.clone(), broker.clone());
     config.idle_timeout = args.idle_timeout.into();
+    if let Some(f) = filters {
+        config.mqtt_filters = f;
+    }
     println!("Starling dev node {}", env!("CARGO_PKG_VERSION"));
     println!("  data dir       {}", data_dir.display());
-    println!(
-        "  MQTT broker    {broker}{}",
-        if args.broker.is_some() { " (external)" } else { " (embedded)" }
-    );
+    println!("  MQTT broker    {broker_line}");
     println!("  gRPC (TLS)     {grpc_addr}");
     println!("  HTTP admin     http://{http_addr}/metrics  /healthz");
     println!("  client profile {}", pki.profile.display());
-    println!("  try: mosquitto_pub -p {} -q 1 -t devices/truck-1/telemetry -m '{{\"temp\": 21.5}}'", broker.rsplit_once(':').map(|(_, p)| p).unwrap_or("1883"));
-    println!("       starling telemetry query --profile {} --device truck-1 --format json", pki.profile.display());
+    println!(
+        "  try: mosquitto_pub -p {} -q 1 -t devices/truck-1/telemetry -m '{{\"temp\": 21.5}}'",
+        args.broker
+            .as_deref()
+            .and_then(|b| b.rsplit_once(':'))
+            .map(|(_, p)| p.to_owned())
+            .unwrap_or_else(|| args.mqtt_port.to_string())
+    );
+    println!(
+        "       starling telemetry query --profile {} --device truck-1 --format json",
+        pki.profile.display()
+    );
     run(Listeners { grpc, http }, config, shutdown_signal()).await
 }
 
@@ -245,7 +282,9 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the node");
@@ -262,4 +301,11 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// The embedded broker's MQTT 5 port: `--mqtt5-port`, else the MQTT 3.1.1 port + 1.
+#[cfg(feature = "embedded-broker")]
+fn mqtt5_port(args: &crate::cli::DevArgs) -> u16 {
+    args.mqtt5_port
+        .unwrap_or_else(|| args.mqtt_port.saturating_add(1))
 }

@@ -111,6 +111,25 @@ async fn client_certificate_from_a_foreign_ca_is_refused() {
 }
 
 #[tokio::test]
+async fn foreign_ca_with_the_same_name_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, pki) = start(dir.path()).await;
+    let ca = std::fs::read(&pki.ca_cert).expect("ca");
+    // An impostor CA with the dev CA's exact subject: issuer names match, signatures do not.
+    let impostor = certs::make_ca(certs::DEV_CA_CN).expect("impostor ca");
+    let cert = certs::make_signed_cert(&impostor, certs::ADMIN_CN, &[], Usage::Client)
+        .expect("impostor cert");
+
+    let result = client(addr, ca, Some((cert.cert_pem, cert.key_pem)))
+        .cluster_status()
+        .await;
+    assert!(
+        matches!(&result, Err(Error::Unauthenticated(_))),
+        "expected the server to refuse the certificate, got {result:?}"
+    );
+}
+
+#[tokio::test]
 async fn client_refuses_a_server_it_does_not_trust() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, pki) = start(dir.path()).await;

@@ -163,7 +163,10 @@ mod tests {
             model::Value::Number(-1.5),
             model::Value::Bool(true),
             model::Value::Text("ok".into()),
-            model::Value::Position { lat: 1.0, lon: -2.0 },
+            model::Value::Position {
+                lat: 1.0,
+                lon: -2.0,
+            },
         ];
         for v in vals {
             assert_eq!(value_from_pb(&value_to_pb(&v), "v").unwrap(), v);

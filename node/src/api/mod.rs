@@ -34,7 +34,9 @@ pub fn routes(state: ApiState) -> tonic::service::Routes {
     tonic::service::Routes::new(pb::telemetry_server::TelemetryServer::new(
         telemetry::TelemetryApi(s.clone()),
     ))
-    .add_service(pb::devices_server::DevicesServer::new(DevicesApi(s.clone())))
+    .add_service(pb::devices_server::DevicesServer::new(DevicesApi(
+        s.clone(),
+    )))
     .add_service(pb::rules_server::RulesServer::new(RulesApi(s.clone())))
     .add_service(pb::alerts_server::AlertsServer::new(alerts::AlertsApi(
         s.clone(),
@@ -47,7 +49,10 @@ pub struct DevicesApi(Arc<ApiState>);
 
 #[tonic::async_trait]
 impl pb::devices_server::Devices for DevicesApi {
-    async fn get(&self, req: Request<pb::GetDeviceRequest>) -> Result<Response<pb::Device>, Status> {
+    async fn get(
+        &self,
+        req: Request<pb::GetDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
         let r = req.into_inner();
         let key = convert::device_key(&r.tenant, &r.id).map_err(ApiError::from)?;
         match self.0.store.device(&key).await.map_err(ApiError::from)? {
@@ -70,7 +75,10 @@ impl pb::devices_server::Devices for DevicesApi {
             .await
             .map_err(ApiError::from)?;
         let next_page_token = if devices.len() == limit {
-            devices.last().map(|d| d.key.device.clone()).unwrap_or_default()
+            devices
+                .last()
+                .map(|d| d.key.device.clone())
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -86,11 +94,17 @@ pub struct RulesApi(Arc<ApiState>);
 
 #[tonic::async_trait]
 impl pb::rules_server::Rules for RulesApi {
-    async fn apply(&self, req: Request<pb::ApplyRuleRequest>) -> Result<Response<pb::Rule>, Status> {
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRuleRequest>,
+    ) -> Result<Response<pb::Rule>, Status> {
         use crate::raft::command::{ControlCommand, ControlResponse};
         let r = req.into_inner();
         let doc = crate::rules::validate::parse(&r.document, &r.format).map_err(ApiError::from)?;
-        let tenant = doc.tenant.clone().unwrap_or_else(|| crate::model::DEFAULT_TENANT.into());
+        let tenant = doc
+            .tenant
+            .clone()
+            .unwrap_or_else(|| crate::model::DEFAULT_TENANT.into());
         let id = doc.id.clone();
         let cmd = ControlCommand::PutRule {
             doc,

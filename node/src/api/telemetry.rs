@@ -19,8 +19,12 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let r = req.into_inner();
         let key = convert::device_key(&r.tenant, &r.device).map_err(ApiError::from)?;
-        crate::ingest::payload::validate_device_id(&key.device)
-            .map_err(|m| ApiError::from(convert::FieldError { field: "device".into(), problem: m }))?;
+        crate::ingest::payload::validate_device_id(&key.device).map_err(|m| {
+            ApiError::from(convert::FieldError {
+                field: "device".into(),
+                problem: m,
+            })
+        })?;
         let mut samples = Vec::with_capacity(r.samples.len());
         let mut rejections = Vec::new();
         for (i, s) in r.samples.iter().enumerate() {

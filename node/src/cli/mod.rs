@@ -55,9 +55,14 @@ pub struct DevArgs {
     /// Where the node keeps its data, certificates and client profile.
     #[arg(long, value_name = "DIR", default_value = "./starling-data")]
     pub data_dir: PathBuf,
-    /// Port of the embedded MQTT broker (ignored with --broker).
+    /// Port of the embedded MQTT broker's MQTT 3.1.1 listener, for devices (ignored with
+    /// --broker).
     #[arg(long, default_value_t = 1883)]
     pub mqtt_port: u16,
+    /// Port of the embedded broker's MQTT 5 listener (devices that speak MQTT 5, and the
+    /// node's own ingress). Default: --mqtt-port + 1.
+    #[arg(long)]
+    pub mqtt5_port: Option<u16>,
     /// Port of the client gRPC API (TLS with client certificates).
     #[arg(long, default_value_t = 7600)]
     pub grpc_port: u16,

@@ -215,10 +215,15 @@ pub fn describe_error(err: &starling_sdk::Error, profile: &std::path::Path) -> S
     use starling_sdk::Error as E;
     match err {
         E::Unavailable(m) => format!("cannot reach {m}"),
-        E::Config(m) => format!(
-            "{m} (profile {}; start `starling dev` or pass --profile / STARLING_PROFILE)",
-            profile.display()
-        ),
+        E::Config(m) => {
+            let path = profile.display().to_string();
+            let which = if m.contains(&path) {
+                String::new()
+            } else {
+                format!("profile {path}; ")
+            };
+            format!("{m} ({which}start `starling dev` or pass --profile / STARLING_PROFILE)")
+        }
         other => other.to_string(),
     }
 }
@@ -336,9 +341,12 @@ mod tests {
         );
     }
 
+    /// Headers, rows, expected output.
+    type TableCase = (&'static [&'static str], Vec<Vec<String>>, &'static str);
+
     #[test]
     fn tables() {
-        let cases: Vec<(&[&str], Vec<Vec<String>>, &str)> = vec![
+        let cases: Vec<TableCase> = vec![
             (&["A", "B"], vec![], "A  B\n"),
             (
                 &["ID", "VALUE"],
@@ -379,7 +387,12 @@ mod tests {
         }
         let config = describe_error(&E::Config("cannot read ca".into()), profile);
         assert!(
-            config.starts_with("cannot read ca (profile /d/client.toml;"),
+            config.starts_with("cannot read ca (profile /d/client.toml; start"),
+            "{config}"
+        );
+        let config = describe_error(&E::Config("cannot read /d/client.toml".into()), profile);
+        assert!(
+            config.starts_with("cannot read /d/client.toml (start"),
             "{config}"
         );
     }

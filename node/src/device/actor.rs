@@ -67,13 +67,17 @@ impl Actor for DeviceActor {
         let mut core = DeviceState::new(args.key.clone());
         for rule in args.control.rules() {
             if rule.selects(&args.key)
-                && args.control.active_alarm(&args.key, &rule.doc.id)?.is_some()
+                && args
+                    .control
+                    .active_alarm(&args.key, &rule.doc.id)?
+                    .is_some()
             {
                 core.alarms
                     .insert(rule.doc.id.clone(), RuleAlarm { active: true });
             }
         }
-        let check = (args.settings.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        let check = (args.settings.idle_timeout / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(30));
         myself.send_interval(check, || DeviceMsg::IdleCheck);
         Ok(ActorState {
             core,

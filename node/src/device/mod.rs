@@ -181,7 +181,10 @@ impl Inner {
     /// Removes `actor` from the map if it is still the device's registered actor.
     fn forget(&self, device: &DeviceKey, actor: &ActorRef<DeviceMsg>) {
         let mut map = lock_map(&self.actors);
-        if map.get(device).is_some_and(|a| a.get_id() == actor.get_id()) {
+        if map
+            .get(device)
+            .is_some_and(|a| a.get_id() == actor.get_id())
+        {
             map.remove(device);
         }
         metrics::gauge!(metrics_names::DEVICE_ACTORS).set(map.len() as f64);

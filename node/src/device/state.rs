@@ -185,8 +185,13 @@ mod tests {
         // Each case: a sequence of messages (samples) fed to one fresh state, and the
         // effects expected for each message.
         type Msg = Vec<Sample>;
-        let cases: Vec<(&str, Vec<Msg>, Vec<Vec<&str>>)> = vec![
-            ("cool stays quiet", vec![vec![sample(Some(1), 20.0)]], vec![vec!["P1"]]),
+        type Case = (&'static str, Vec<Msg>, Vec<Vec<&'static str>>);
+        let cases: Vec<Case> = vec![
+            (
+                "cool stays quiet",
+                vec![vec![sample(Some(1), 20.0)]],
+                vec![vec!["P1"]],
+            ),
             (
                 "hot raises once",
                 vec![vec![sample(Some(1), 31.0)], vec![sample(Some(2), 35.0)]],
@@ -232,7 +237,10 @@ mod tests {
     fn selector_limits_rules_to_listed_devices() {
         let rules = vec![hot_rule(&["other"])];
         let mut st = DeviceState::new(DeviceKey::default_tenant("d1"));
-        assert_eq!(summary(&st.on_samples(&[sample(Some(1), 99.0)], 0, &rules)), ["P1"]);
+        assert_eq!(
+            summary(&st.on_samples(&[sample(Some(1), 99.0)], 0, &rules)),
+            ["P1"]
+        );
         let mut other = DeviceState::new(DeviceKey::default_tenant("other"));
         assert_eq!(
             summary(&other.on_samples(&[sample(Some(1), 99.0)], 0, &rules)),
@@ -245,7 +253,10 @@ mod tests {
         let rules = vec![hot_rule(&[])];
         let mut st = DeviceState::new(DeviceKey::default_tenant("d1"));
         st.alarms.insert("hot".into(), RuleAlarm { active: true });
-        assert_eq!(summary(&st.on_samples(&[sample(Some(1), 99.0)], 0, &rules)), ["P1"]);
+        assert_eq!(
+            summary(&st.on_samples(&[sample(Some(1), 99.0)], 0, &rules)),
+            ["P1"]
+        );
     }
 
     #[test]

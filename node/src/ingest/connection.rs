@@ -26,6 +26,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
 /// What the connection task tells the ingest loop.
+// The large variant is the hot one; boxing it would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ConnEvent {
     /// Connected (CONNACK received) as generation `generation`.
     Up {
@@ -55,6 +57,7 @@ pub(crate) struct Connection {
     pub generation: watch::Sender<u64>,
     pub events: mpsc::UnboundedSender<ConnEvent>,
     pub shutdown: watch::Receiver<bool>,
+    pub health: super::IngestHealth,
 }
 
 impl Connection {
@@ -86,7 +89,10 @@ impl Connection {
                     );
                     // Subscribe on every connect: harmless when the session kept the
                     // subscription, needed when the broker lost it.
-                    let filters = self.filters.iter().map(|f| Filter::new(f, QoS::AtLeastOnce));
+                    let filters = self
+                        .filters
+                        .iter()
+                        .map(|f| Filter::new(f, QoS::AtLeastOnce));
                     if let Err(e) = self.client.try_subscribe_many(filters) {
                         warn!(error = %e, "could not queue the subscription");
                     }
@@ -113,6 +119,16 @@ impl Connection {
                 }
                 Ok(Event::Incoming(Packet::SubAck(suback))) => {
                     debug!(reasons = ?suback.return_codes, "subscribed");
+                    let granted = suback.return_codes.iter().all(|c| {
+                        matches!(
+                            c,
+                            rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
+                        )
+                    });
+                    if !granted {
+                        warn!(reasons = ?suback.return_codes, "broker refused a subscription");
+                    }
+                    self.health.set_subscribed(granted);
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) if draining => {
                     info!("MQTT ingest disconnected cleanly");
@@ -127,6 +143,7 @@ impl Connection {
                         *generation = 0;
                         self.eventloop.clean();
                     });
+                    self.health.set_subscribed(false);
                     if was != 0 {
                         warn!(generation = was, error = %e, "MQTT ingest connection lost");
                         let _ = self.events.send(ConnEvent::Down {

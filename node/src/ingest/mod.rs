@@ -88,3 +88,20 @@ pub enum IngestError {
     #[error("ingest task `{task}` failed: {reason}")]
     TaskFailed { task: &'static str, reason: String },
 }
+
+/// Whether the ingress is subscribed on a live broker connection: set when the broker's
+/// SUBACK grants every filter, cleared when the connection drops. Readiness (`/readyz`) uses
+/// it, because a broker drops messages published before any subscriber exists.
+#[derive(Clone, Debug, Default)]
+pub struct IngestHealth(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl IngestHealth {
+    pub fn is_subscribed(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn set_subscribed(&self, subscribed: bool) {
+        self.0
+            .store(subscribed, std::sync::atomic::Ordering::Release);
+    }
+}

@@ -1,12 +1,15 @@
 //! The MQTT ingress: subscribe, parse, store through the [`PointSink`], acknowledge in order.
 //!
-//! Protocol: **MQTT 5** (rumqttc `v5`), QoS 1 shared subscription(s), persistent session
-//! (clean start off, long session expiry) under a client id that is stable per node, manual
-//! acks. MQTT 5 lets us announce the window as Receive Maximum (`max_in_flight`), so a compliant
-//! broker never has more un-acked messages out to us than we can hold; checked against the
-//! embedded rumqttd and Mosquitto 2.0.11 (see `tests/t05_ingest_mqtt.rs`). Mosquitto 2 honours
-//! Receive Maximum up to its own `max_inflight_messages` cap; rumqttd 0.20 ignores it and uses
-//! a fixed window of 100.
+//! Protocol: **MQTT 5** (rumqttc `v5`), QoS 1 subscriptions (shared by default), persistent
+//! session (clean start off, long session expiry) under a client id that is stable per node,
+//! manual acks, and the window announced as Receive Maximum (`max_in_flight`). Tested against
+//! Mosquitto 2.0.11 and the embedded rumqttd 0.20 (`tests/t05_ingest_mqtt.rs`): ordered acks,
+//! poison acked, redelivery of un-acked messages after a crash and restart under the same id.
+//! The brokers' own windows still apply: rumqttd 0.20 ignores Receive Maximum and keeps at most
+//! 100 un-acked messages out per connection (read in its source); with Mosquitto set
+//! `max_inflight_messages` ≥ our window (the tests use 1000). rumqttd's shared subscriptions
+//! are not usable with persistent sessions, so `dev` subscribes without `$share` (see
+//! `broker::INGEST_FILTERS`).
 //!
 //! The acknowledgement rule (DESIGN §5): a PUBACK leaves only once every accepted point of that
 //! message is durable (the sink's `ingest` resolved `Ok`), and PUBACKs leave in the order the
@@ -92,6 +95,8 @@ pub struct MqttIngestConfig {
     /// Session expiry announced to the broker: how long it keeps our session (subscriptions,
     /// queued messages) while we are away. Default 7 days.
     pub session_expiry: Duration,
+    /// Shared flag telling whether the subscription is live (for readiness).
+    pub health: super::IngestHealth,
 }
 
 impl MqttIngestConfig {
@@ -105,6 +110,7 @@ impl MqttIngestConfig {
             max_payload_bytes: Limits::default().max_payload_bytes,
             keep_alive: Duration::from_secs(30),
             session_expiry: Duration::from_secs(7 * 24 * 3600),
+            health: super::IngestHealth::default(),
         }
     }
 
@@ -135,7 +141,10 @@ impl MqttIngestConfig {
             return bad("keep_alive", "must be at least 5 s");
         }
         if self.session_expiry.is_zero() {
-            return bad("session_expiry", "0 would end the session at every disconnect");
+            return bad(
+                "session_expiry",
+                "0 would end the session at every disconnect",
+            );
         }
         Ok(())
     }
@@ -189,6 +198,7 @@ pub async fn run(
         generation: generation_tx,
         events: events_tx,
         shutdown: shutdown.clone(),
+        health: config.health.clone(),
     };
     // Aborted if this future is dropped (the caller's task cancelled): no orphan connection.
     let mut task = AbortOnDrop(tokio::spawn(connection.run()));
@@ -472,7 +482,8 @@ impl Ingress {
             warn!(topic, reason, sample, message, "telemetry rejected");
         }
         if let Some(errors_topic) = report_to {
-            let report = serde_json::json!({"reason": reason, "message": message, "sample": sample});
+            let report =
+                serde_json::json!({"reason": reason, "message": message, "sample": sample});
             let sent = self.client.try_publish(
                 errors_topic,
                 QoS::AtMostOnce,
@@ -564,21 +575,16 @@ mod tests {
     fn config_validation_names_the_field() {
         let ok = MqttIngestConfig::new("localhost", 1883, "starling-node-1");
         assert!(ok.validate().is_ok());
-        let cases: Vec<(&str, Box<dyn Fn(&mut MqttIngestConfig)>)> = vec![
-            ("host", Box::new(|c| c.host.clear())),
-            ("client_id", Box::new(|c| c.client_id.clear())),
-            ("filters", Box::new(|c| c.filters.clear())),
-            ("filters", Box::new(|c| c.filters.push(String::new()))),
-            ("max_in_flight", Box::new(|c| c.max_in_flight = 0)),
-            ("max_payload_bytes", Box::new(|c| c.max_payload_bytes = 0)),
-            (
-                "keep_alive",
-                Box::new(|c| c.keep_alive = Duration::from_secs(4)),
-            ),
-            (
-                "session_expiry",
-                Box::new(|c| c.session_expiry = Duration::ZERO),
-            ),
+        type Breaker = fn(&mut MqttIngestConfig);
+        let cases: Vec<(&str, Breaker)> = vec![
+            ("host", |c| c.host.clear()),
+            ("client_id", |c| c.client_id.clear()),
+            ("filters", |c| c.filters.clear()),
+            ("filters", |c| c.filters.push(String::new())),
+            ("max_in_flight", |c| c.max_in_flight = 0),
+            ("max_payload_bytes", |c| c.max_payload_bytes = 0),
+            ("keep_alive", |c| c.keep_alive = Duration::from_secs(4)),
+            ("session_expiry", |c| c.session_expiry = Duration::ZERO),
         ];
         for (field, break_it) in cases {
             let mut config = ok.clone();

@@ -254,13 +254,21 @@ pub fn check_sample(sample: &Sample, limits: &Limits) -> Result<(), (Reason, Str
     if let Some(ts) = sample.ts_ms
         && !(0..=MAX_TS_MS).contains(&ts)
     {
-        return err(Reason::BadTs, "", format!("`ts` must be in 0..={MAX_TS_MS}"));
+        return err(
+            Reason::BadTs,
+            "",
+            format!("`ts` must be in 0..={MAX_TS_MS}"),
+        );
     }
     if sample.values.is_empty() {
         return err(Reason::Empty, "", "sample has no values".to_owned());
     }
     if sample.values.len() > limits.max_metrics {
-        let msg = format!("{} metrics exceed {}", sample.values.len(), limits.max_metrics);
+        let msg = format!(
+            "{} metrics exceed {}",
+            sample.values.len(),
+            limits.max_metrics
+        );
         return err(Reason::TooManyMetrics, "", msg);
     }
     for (i, (name, value)) in sample.values.iter().enumerate() {
@@ -424,9 +432,9 @@ fn parse_value(name: &str, node: Node, limits: &Limits) -> Result<Value, SampleE
         )),
         Node::Object(fields) => match position(&fields) {
             Some((lat, lon)) => Ok(Value::Position { lat, lon }),
-            None => bad(
-                "objects must be positions {\"lat\": -90..=90, \"lon\": -180..=180}".to_owned(),
-            ),
+            None => {
+                bad("objects must be positions {\"lat\": -90..=90, \"lon\": -180..=180}".to_owned())
+            }
         },
         other => bad(format!("{} is not a value", other.kind())),
     }

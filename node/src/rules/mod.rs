@@ -44,13 +44,7 @@ pub fn evaluate(rule: &Rule, active: bool, values: &[(String, Value)]) -> Decisi
                 (true, false) => Decision::Raise {
                     metric: t.metric.clone(),
                     value: value.clone(),
-                    message: format!(
-                        "{} {} {} (value {})",
-                        t.metric,
-                        op_str(t.op),
-                        t.value,
-                        x
-                    ),
+                    message: format!("{} {} {} (value {})", t.metric, op_str(t.op), t.value, x),
                 },
                 (false, true) => Decision::Clear,
                 _ => Decision::Keep,
@@ -102,7 +96,8 @@ mod tests {
     fn threshold_table() {
         use CmpOp::*;
         // (op, threshold, active, sample, expected: 'R' raise, 'C' clear, '-' keep)
-        let cases: &[(CmpOp, f64, bool, Vec<(String, Value)>, char)] = &[
+        type Case = (CmpOp, f64, bool, Vec<(String, Value)>, char);
+        let cases: &[Case] = &[
             (Gt, 30.0, false, num("temp", 31.0), 'R'),
             (Gt, 30.0, false, num("temp", 30.0), '-'), // exactly at threshold: > does not hold
             (Ge, 30.0, false, num("temp", 30.0), 'R'),
@@ -111,7 +106,13 @@ mod tests {
             (Gt, 30.0, false, num("temp", 10.0), '-'),
             (Lt, 0.0, false, num("temp", -0.5), 'R'),
             (Le, 0.0, true, num("temp", 0.5), 'C'),
-            (Eq, 1.0, false, vec![("temp".into(), Value::Bool(true))], 'R'),
+            (
+                Eq,
+                1.0,
+                false,
+                vec![("temp".into(), Value::Bool(true))],
+                'R',
+            ),
             (Ne, 1.0, false, num("temp", 1.0), '-'),
             (Gt, 30.0, false, num("humidity", 99.0), '-'), // other metric
             (Gt, 30.0, true, num("humidity", 0.0), '-'),   // absent metric never clears
@@ -136,7 +137,10 @@ mod tests {
                 Decision::Clear => 'C',
                 Decision::Keep => '-',
             };
-            assert_eq!(got, *want, "case {i}: {op:?} {th} active={active} {values:?}");
+            assert_eq!(
+                got, *want,
+                "case {i}: {op:?} {th} active={active} {values:?}"
+            );
         }
     }
 

@@ -105,13 +105,34 @@ mod tests {
     #[test]
     fn rejects_with_field_names() {
         let cases = [
-            (r#"{"condition":{"threshold":{"metric":"t","op":">","value":1}}}"#, "document"),
-            (r#"{"id":"a b","condition":{"threshold":{"metric":"t","op":">","value":1}}}"#, "id"),
-            (r#"{"id":"x","condition":{"threshold":{"metric":"","op":">","value":1}}}"#, "condition.threshold.metric"),
-            (r#"{"id":"x","condition":{"threshold":{"metric":"t","op":"~","value":1}}}"#, "document"),
-            (r#"{"id":"x","condition":{"threshold":{"metric":"t","op":">","value":1}},"extra":1}"#, "document"),
-            (r#"{"id":"x","selector":{"devices":[""]},"condition":{"threshold":{"metric":"t","op":">","value":1}}}"#, "selector.devices[0]"),
-            (r#"{"id":"x","severity":"","condition":{"threshold":{"metric":"t","op":">","value":1}}}"#, "severity"),
+            (
+                r#"{"condition":{"threshold":{"metric":"t","op":">","value":1}}}"#,
+                "document",
+            ),
+            (
+                r#"{"id":"a b","condition":{"threshold":{"metric":"t","op":">","value":1}}}"#,
+                "id",
+            ),
+            (
+                r#"{"id":"x","condition":{"threshold":{"metric":"","op":">","value":1}}}"#,
+                "condition.threshold.metric",
+            ),
+            (
+                r#"{"id":"x","condition":{"threshold":{"metric":"t","op":"~","value":1}}}"#,
+                "document",
+            ),
+            (
+                r#"{"id":"x","condition":{"threshold":{"metric":"t","op":">","value":1}},"extra":1}"#,
+                "document",
+            ),
+            (
+                r#"{"id":"x","selector":{"devices":[""]},"condition":{"threshold":{"metric":"t","op":">","value":1}}}"#,
+                "selector.devices[0]",
+            ),
+            (
+                r#"{"id":"x","severity":"","condition":{"threshold":{"metric":"t","op":">","value":1}}}"#,
+                "severity",
+            ),
             ("not json", "document"),
         ];
         for (doc, field) in cases {

@@ -23,7 +23,10 @@ pub type ShardId = u32;
 
 /// The shard of a device among `shards` shards (a power of two, at least 1).
 pub fn shard_of(key: &DeviceKey, shards: u32) -> ShardId {
-    assert!(shards.is_power_of_two(), "shard count must be a power of two");
+    assert!(
+        shards.is_power_of_two(),
+        "shard count must be a power of two"
+    );
     let bits = shards.trailing_zeros();
     if bits == 0 {
         return 0;

@@ -21,7 +21,10 @@ pub enum StorageError {
     Closed,
     /// The request itself is invalid (bad page token, reversed range is NOT an error).
     #[error("invalid request: {field}: {problem}")]
-    Invalid { field: &'static str, problem: String },
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 /// A range read over one device.

@@ -191,14 +191,26 @@ fn message_rejections() {
         ("devices/d1/telemetry", &[b'{'; 101], Reason::Oversized),
         ("devices/d1/telemetry", b"{", Reason::MalformedJson),
         ("devices/d1/telemetry", b"", Reason::MalformedJson),
-        ("devices/d1/telemetry", b"{\"a\": 1} x", Reason::MalformedJson),
+        (
+            "devices/d1/telemetry",
+            b"{\"a\": 1} x",
+            Reason::MalformedJson,
+        ),
         ("devices/d1/telemetry", b"\xff\xfe", Reason::MalformedJson),
-        ("devices/d1/telemetry", b"{\"a\": NaN}", Reason::MalformedJson),
+        (
+            "devices/d1/telemetry",
+            b"{\"a\": NaN}",
+            Reason::MalformedJson,
+        ),
         ("devices/d1/telemetry", b"42", Reason::NotAnObject),
         ("devices/d1/telemetry", b"\"s\"", Reason::NotAnObject),
         ("devices/d1/telemetry", b"null", Reason::NotAnObject),
         ("devices/d1/telemetry", b"[]", Reason::Empty),
-        ("devices/d1/telemetry", b"[{}, {}, {}]", Reason::TooManySamples),
+        (
+            "devices/d1/telemetry",
+            b"[{}, {}, {}]",
+            Reason::TooManySamples,
+        ),
         ("devices/d1/nope", b"{\"a\": 1}", Reason::Topic),
     ];
     for (topic, payload, reason) in cases {
@@ -244,21 +256,39 @@ fn sample_rejections() {
         (r#"{"ts": 1e12, "a": 1}"#.into(), Reason::BadTs),
         (r#"{"ts": -1, "a": 1}"#.into(), Reason::BadTs),
         (r#"{"ts": null, "a": 1}"#.into(), Reason::BadTs),
-        (format!("{{\"ts\": {}, \"a\": 1}}", MAX_TS_MS + 1), Reason::BadTs),
+        (
+            format!("{{\"ts\": {}, \"a\": 1}}", MAX_TS_MS + 1),
+            Reason::BadTs,
+        ),
         (r#"{"ts": 1, "ts": 2, "a": 1}"#.into(), Reason::BadTs),
         (r#"{"seq": -1, "a": 1}"#.into(), Reason::BadSeq),
         (r#"{"seq": 1.0, "a": 1}"#.into(), Reason::BadSeq),
         (r#"{"seq": "1", "a": 1}"#.into(), Reason::BadSeq),
-        (r#"{"seq": 18446744073709551616, "a": 1}"#.into(), Reason::BadSeq),
+        (
+            r#"{"seq": 18446744073709551616, "a": 1}"#.into(),
+            Reason::BadSeq,
+        ),
         (r#"{"a": null}"#.into(), Reason::BadValue),
         (r#"{"a": [1, 2]}"#.into(), Reason::BadValue),
         (r#"{"a": {"x": 1}}"#.into(), Reason::BadValue),
         (r#"{"a": {"lat": 1}}"#.into(), Reason::BadValue),
-        (r#"{"a": {"lat": 1, "lon": 2, "alt": 3}}"#.into(), Reason::BadValue),
-        (r#"{"a": {"lat": 90.0001, "lon": 0}}"#.into(), Reason::BadValue),
-        (r#"{"a": {"lat": 0, "lon": -180.5}}"#.into(), Reason::BadValue),
+        (
+            r#"{"a": {"lat": 1, "lon": 2, "alt": 3}}"#.into(),
+            Reason::BadValue,
+        ),
+        (
+            r#"{"a": {"lat": 90.0001, "lon": 0}}"#.into(),
+            Reason::BadValue,
+        ),
+        (
+            r#"{"a": {"lat": 0, "lon": -180.5}}"#.into(),
+            Reason::BadValue,
+        ),
         (r#"{"a": {"lat": "1", "lon": 2}}"#.into(), Reason::BadValue),
-        (r#"{"values": {"a": {"b": {"c": 1}}}}"#.into(), Reason::BadValue),
+        (
+            r#"{"values": {"a": {"b": {"c": 1}}}}"#.into(),
+            Reason::BadValue,
+        ),
         (format!("{{\"s\": \"{s1025}\"}}"), Reason::BadValue),
         (r#"{"": 1}"#.into(), Reason::MetricName),
         (r#"{"a b": 1}"#.into(), Reason::MetricName),
@@ -323,4 +353,57 @@ fn reasons_have_distinct_labels() {
     let labels: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(labels.len(), Reason::ALL.len());
     assert_eq!(Reason::MalformedJson.to_string(), "malformed_json");
+}
+
+#[test]
+fn decoded_samples_follow_the_same_rules() {
+    let ok = sample(Some(1), None, &[("a", num(1.0)), ("b", Value::Bool(false))]);
+    assert_eq!(validate_sample(&ok), Ok(()));
+    let pos = |lat, lon| Value::Position { lat, lon };
+    let cases: Vec<(Sample, &str, &str)> = vec![
+        (sample(Some(-1), None, &[("a", num(1.0))]), "bad_ts", ""),
+        (sample(None, None, &[]), "empty", ""),
+        (
+            sample(None, None, &[("a b", num(1.0))]),
+            "metric_name",
+            "a b",
+        ),
+        (
+            sample(None, None, &[("a", num(1.0)), ("a", num(2.0))]),
+            "metric_name",
+            "a",
+        ),
+        (
+            sample(None, None, &[("a", num(f64::NAN))]),
+            "bad_value",
+            "a",
+        ),
+        (
+            sample(None, None, &[("p", pos(91.0, 0.0))]),
+            "bad_value",
+            "p",
+        ),
+        (
+            sample(None, None, &[("s", Value::Text("x".repeat(1025)))]),
+            "bad_value",
+            "s",
+        ),
+    ];
+    for (s, reason, metric) in cases {
+        let (got_reason, got_metric, message) = validate_sample(&s).unwrap_err();
+        assert_eq!((got_reason, got_metric.as_str()), (reason, metric), "{s:?}");
+        assert!(!message.is_empty());
+    }
+    let many: Vec<(String, Value)> = (0..257).map(|i| (format!("m{i}"), num(1.0))).collect();
+    let too_many = Sample {
+        ts_ms: None,
+        seq: None,
+        values: many,
+    };
+    assert_eq!(
+        validate_sample(&too_many).unwrap_err().0,
+        "too_many_metrics"
+    );
+    assert!(validate_device_id("pump-7").is_ok());
+    assert!(validate_device_id("pump 7").is_err());
 }

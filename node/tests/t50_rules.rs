@@ -1,0 +1,197 @@
+//! Rules through Raft and alarms from device actors, driven through the SDK and the CLI.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use starling_sdk::proto::{AlarmStatus, ListAlarmsRequest, Transition, WatchAlarmsRequest};
+use tokio_stream::StreamExt;
+
+const HOT: &str = r#"{"id":"hot","condition":{"threshold":{"metric":"temp","op":">","value":30}},"severity":"major"}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn threshold_rule_raises_one_alarm_with_its_version_and_clears() {
+    let node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+    let v1 = client.apply_rule(HOT, "json").await.unwrap();
+    let v2 = client.apply_rule(HOT, "json").await.unwrap();
+    assert!(
+        v2.version > v1.version,
+        "versions must increase: {} then {}",
+        v1.version,
+        v2.version
+    );
+
+    let mut watch = client
+        .watch_alarms(WatchAlarmsRequest {
+            device: "boiler".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut dev = Device::connect(node.node.mqtt_port(), "boiler")
+        .await
+        .unwrap();
+    for (ts, temp) in [(1, 20.0), (2, 35.0), (3, 40.0), (4, 36.0)] {
+        dev.send(format!(r#"{{"ts": {ts}, "temp": {temp}}}"#))
+            .await
+            .unwrap();
+    }
+    dev.wait_acks(4).await.unwrap();
+
+    let ev = tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("alarm event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.transition, Transition::Raised as i32);
+    let alarm = ev.alarm.unwrap();
+    assert_eq!(alarm.rule_id, "hot");
+    assert_eq!(alarm.rule_version, v2.version);
+    assert_eq!(alarm.raised_at_ms, 2);
+
+    // Three hot points, one active alarm.
+    let active = client
+        .list_alarms(ListAlarmsRequest {
+            status: AlarmStatus::Active as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(active.len(), 1, "{active:?}");
+
+    dev.send(r#"{"ts": 5, "temp": 10}"#).await.unwrap();
+    dev.wait_acks(1).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("clear event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.transition, Transition::Cleared as i32);
+
+    let acked = client.ack_alarm(&alarm.id).await.unwrap();
+    assert!(acked.acknowledged);
+    assert_eq!(acked.status, AlarmStatus::Cleared as i32);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_rule_is_refused_with_the_field() {
+    let node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+    let bad = r#"{"id":"x","condition":{"threshold":{"metric":"","op":">","value":1}}}"#;
+    let err = client.apply_rule(bad, "json").await.unwrap_err();
+    match err {
+        starling_sdk::Error::InvalidArgument(m) => {
+            assert!(m.contains("condition.threshold.metric"), "{m}")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    assert!(client.list_rules().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alarms_and_rules_survive_restart() {
+    let mut node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+    let rule = client.apply_rule(HOT, "json").await.unwrap();
+    let mut dev = Device::connect(node.node.mqtt_port(), "oven")
+        .await
+        .unwrap();
+    dev.send(r#"{"ts": 1, "temp": 99}"#).await.unwrap();
+    dev.wait_acks(1).await.unwrap();
+    wait_metric(&node.node, "starling_alarm_transitions_total", 1.0)
+        .await
+        .unwrap();
+    node.node.kill9().await.unwrap();
+    node.node.restart().await.unwrap();
+
+    let client = common::client(&node.node).unwrap();
+    let rules = client.list_rules().await.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].version, rule.version);
+    // The alarm is still active, and a new hot point after restart does not raise a second.
+    let mut dev = Device::connect(node.node.mqtt_port(), "oven")
+        .await
+        .unwrap();
+    dev.send(r#"{"ts": 2, "temp": 98}"#).await.unwrap();
+    dev.wait_acks(1).await.unwrap();
+    wait_points(&client, "oven", 2).await.unwrap();
+    let alarms = client
+        .list_alarms(ListAlarmsRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(alarms[0].status, AlarmStatus::Active as i32);
+}
+
+/// The CLI as a user runs it: apply a rule from a file, query telemetry as JSON lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_rules_apply_and_telemetry_query_json() {
+    let node = start_node(None, &[]).await.unwrap();
+    let profile = node.node.profile_path();
+    let rule_file = node.dir.path().join("rule.json");
+    std::fs::write(&rule_file, HOT).unwrap();
+    let out = Command::new(bin())
+        .args(["rules", "apply", "--file"])
+        .arg(&rule_file)
+        .arg("--profile")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut dev = Device::connect(node.node.mqtt_port(), "cli-dev")
+        .await
+        .unwrap();
+    dev.send(r#"{"ts": 1732200000000, "temp": 21.5}"#)
+        .await
+        .unwrap();
+    dev.wait_acks(1).await.unwrap();
+    let client = client(&node.node).unwrap();
+    wait_points(&client, "cli-dev", 1).await.unwrap();
+
+    let out = Command::new(bin())
+        .args([
+            "telemetry",
+            "query",
+            "--device",
+            "cli-dev",
+            "--format",
+            "json",
+            "--from",
+            "2024-01-01T00:00:00Z",
+        ])
+        .env("STARLING_PROFILE", &profile)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"device": "cli-dev", "metric": "temp", "ts": 1732200000000i64, "value": 21.5})
+    );
+
+    let out = Command::new(bin())
+        .args(["alerts", "list", "--format", "json"])
+        .env("STARLING_PROFILE", &profile)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
