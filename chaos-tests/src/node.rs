@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::process::{POLL_INTERVAL, append_log, looks_like_port_race, remaining, tail};
 use crate::{free_port, http, metrics};
 
-/// How long a node may take to answer `/healthz` and write its client profile.
+/// How long a node may take to answer `/readyz` and write its client profile.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a node may take to exit after SIGTERM before the fixture gives up on it.
 pub const TERMINATE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,8 +34,12 @@ pub struct NodeOptions {
     /// `--data-dir`: certificates, store, `client.toml`, and this fixture's `node.log`. The
     /// caller owns it (usually a `TempDir`) so it survives kills and restarts.
     pub data_dir: PathBuf,
-    /// Port of the embedded broker (`--mqtt-port`); ignored when `broker` is set.
+    /// Port of the embedded broker's MQTT 3.1.1 listener (`--mqtt-port`); ignored when
+    /// `broker` is set.
     pub mqtt_port: u16,
+    /// Port of the embedded broker's MQTT 5 listener (`--mqtt5-port`); ignored when `broker`
+    /// is set.
+    pub mqtt5_port: u16,
     /// Client gRPC port (`--grpc-port`).
     pub grpc_port: u16,
     /// Admin HTTP port (`--http-port`): `/healthz`, `/metrics`.
@@ -65,9 +69,13 @@ impl NodeOptions {
                 picked = true;
             }
         }
-        if self.broker.is_none() && self.mqtt_port == 0 {
-            self.mqtt_port = free_port();
-            picked = true;
+        if self.broker.is_none() {
+            for port in [&mut self.mqtt_port, &mut self.mqtt5_port] {
+                if *port == 0 {
+                    *port = free_port();
+                    picked = true;
+                }
+            }
         }
         picked
     }
@@ -84,7 +92,12 @@ impl NodeOptions {
         ];
         match &self.broker {
             Some(broker) => args.extend(["--broker".to_owned(), broker.clone()]),
-            None => args.extend(["--mqtt-port".to_owned(), self.mqtt_port.to_string()]),
+            None => args.extend([
+                "--mqtt-port".to_owned(),
+                self.mqtt_port.to_string(),
+                "--mqtt5-port".to_owned(),
+                self.mqtt5_port.to_string(),
+            ]),
         }
         // Tests talk to loopback only, whatever the binary's default is.
         if !self.extra_args.iter().any(|a| a == "--bind") {
@@ -108,7 +121,8 @@ pub struct StarlingNode {
 }
 
 impl StarlingNode {
-    /// Starts `bin dev …` and waits until `/healthz` answers 200 and `DIR/client.toml` exists.
+    /// Starts `bin dev …` and waits until `/readyz` answers 200 (Raft leader and MQTT ingest
+    /// subscribed) and `DIR/client.toml` exists.
     ///
     /// Fails after [`START_TIMEOUT`], or as soon as the process exits, with the log tail.
     pub async fn start(bin: &Path, opts: NodeOptions) -> anyhow::Result<StarlingNode> {
@@ -281,12 +295,14 @@ impl StarlingNode {
                     self.log_tail(ERROR_TAIL_LINES)
                 );
             }
-            match http::get(self.opts.http_port, "/healthz").await {
+            // Ready, not just alive: a point published before ingest subscribed would be
+            // dropped by the broker (no subscriber yet).
+            match http::get(self.opts.http_port, "/readyz").await {
                 Ok(r) if r.status == 200 && self.profile_path().exists() => return Ok(()),
                 Ok(r) if r.status == 200 => {
-                    last_probe = "healthz 200 but client.toml missing".to_owned();
+                    last_probe = "readyz 200 but client.toml missing".to_owned();
                 }
-                Ok(r) => last_probe = format!("healthz answered {}", r.status),
+                Ok(r) => last_probe = format!("readyz answered {}", r.status),
                 Err(e) => last_probe = format!("{e:#}"),
             }
             let Some(left) = remaining(deadline) else {
@@ -324,13 +340,14 @@ mod tests {
         let opts = NodeOptions {
             data_dir: "/d".into(),
             mqtt_port: 1,
+            mqtt5_port: 4,
             grpc_port: 2,
             http_port: 3,
             ..NodeOptions::default()
         };
         assert_eq!(
             opts.args().join(" "),
-            "dev --data-dir /d --grpc-port 2 --http-port 3 --mqtt-port 1 --bind 127.0.0.1"
+            "dev --data-dir /d --grpc-port 2 --http-port 3 --mqtt-port 1 --mqtt5-port 4 --bind 127.0.0.1"
         );
     }
 

@@ -2,7 +2,7 @@
 //!
 //! What it does:
 //! - maps a topic to a [`DeviceKey`]: `devices/{id}/telemetry` (tenant
-//!   [`DEFAULT_TENANT`](crate::model::DEFAULT_TENANT)) or `tenants/{tenant}/devices/{id}/telemetry`,
+//!   [`DEFAULT_TENANT`]) or `tenants/{tenant}/devices/{id}/telemetry`,
 //!   ids being 1..=128 characters of `[A-Za-z0-9_.:-]`;
 //! - parses the JSON payload of DESIGN §5: a flat object `{"ts": 1732200000000, "temp": 21.5}`,
 //!   a wrapped object `{"ts": …, "seq": …, "values": {…}}` (chosen whenever `values` holds an

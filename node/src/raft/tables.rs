@@ -9,7 +9,7 @@
 //! - `meta`: `"last_applied"` (log id), `"last_membership"` (stored membership);
 //! - `snapshot`: `"meta"` (snapshot meta, JSON) and `"data"` (raw bytes) of the last snapshot.
 //!
-//! [`TxnView`] is the [`ControlState`] that the pure apply runs on, inside one write
+//! `TxnView` is the [`ControlState`] that the pure apply runs on, inside one write
 //! transaction; the `read_*` functions are the facade's reads (their own read transactions).
 //! Nothing here publishes, caches or knows about openraft.
 
