@@ -48,6 +48,8 @@ pub struct NodeOptions {
     pub broker: Option<String>,
     /// Appended to the command line as given, e.g. `["--idle-timeout", "5s"]`.
     pub extra_args: Vec<String>,
+    /// Extra environment variables of the process, e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeOptions {
@@ -266,6 +268,7 @@ impl StarlingNode {
         let (stdout, stderr) = append_log(&self.log_path(), &header)?;
         let child = Command::new(&self.bin)
             .args(&args)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

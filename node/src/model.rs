@@ -186,6 +186,22 @@ impl Rule {
     }
 }
 
+/// What a device actor asks the control plane to raise for (device, rule): the alarm's
+/// content before the state machine gives it an id and a status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlarmRaise {
+    pub rule_id: String,
+    /// The rule version whose evaluation raised it.
+    pub rule_version: u64,
+    pub severity: String,
+    pub metric: String,
+    /// The value that made the condition hold.
+    pub value: Value,
+    /// Event time of that value.
+    pub at_ms: TimestampMs,
+    pub message: String,
+}
+
 /// Alarm status: active or cleared, independent of acknowledgement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -37,7 +37,9 @@ impl From<ApiError> for Status {
             ApiError::Rule(r) => Status::invalid_argument(format!("invalid rule: {r}")),
             ApiError::Storage(s) => storage_status(s),
             ApiError::Device(DeviceError::Store(s)) => storage_status(s),
-            ApiError::Device(DeviceError::Unavailable(m)) => Status::unavailable(m.clone()),
+            ApiError::Device(DeviceError::Unavailable(m) | DeviceError::Alarm(m)) => {
+                Status::unavailable(m.clone())
+            }
             ApiError::Control(c) if c.is_retryable() => Status::unavailable(c.to_string()),
             ApiError::Control(c) => Status::internal(c.to_string()),
             ApiError::NotFound(what) => Status::not_found(format!("{what} not found")),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use starling_proto::v1 as pb;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::{ApiError, ApiState, convert, now_ms, page_size};
 use crate::storage::RangeQuery;
@@ -44,12 +45,14 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
                 }
             }
         }
+        let span = tracing::info_span!("api.publish", device = %key, samples = samples.len());
         let accepted_points = if samples.is_empty() {
             0
         } else {
             self.0
                 .router
                 .ingest(key, samples, now_ms())
+                .instrument(span)
                 .await
                 .map_err(ApiError::from)?
                 .points_stored as u32

@@ -1,8 +1,22 @@
 //! The device actor: executes the effects of the pure state machine (`device::state`).
 //!
-//! Order per message: persist the points (durable) → commit alarm transitions through Raft
-//! (tagged with the shard and its epoch) → reply. So when the caller (ingest) acknowledges,
-//! the points are stored and the alarms they caused are committed.
+//! Per message, in the actor (sequential, no I/O): evaluate the samples against the rules,
+//! which advances the device state and yields effects. Then, in a task of its own per
+//! message, pipelined:
+//!
+//! 1. persist the points (durable) — concurrently with earlier messages' writes, so the
+//!    store's group commit batches them and a busy device is not capped at one fsync per
+//!    message;
+//! 2. wait until the previous message of this device has finished (a chain of oneshots), so
+//!    alarm transitions are committed and replies sent in message order;
+//! 3. commit alarm transitions through Raft, tagged with the shard and its epoch;
+//! 4. reply.
+//!
+//! So when the caller (ingest) acknowledges, the points are stored and the alarms they caused
+//! are committed. Failure is crash-only: if a write or a commit fails, the actor is poisoned
+//! (removed from the router and stopped), every later message already in its pipeline fails
+//! as retryable, and the retried messages reach a fresh actor that rehydrates from the
+//! control plane. No partial repair of in-memory state is attempted.
 //!
 //! Passivation: a periodic check stops the actor after `idle_timeout` without messages; it
 //! first removes itself from the router so new messages spawn a fresh actor.
@@ -11,11 +25,13 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::state::{DeviceState, Effect, RuleAlarm};
 use super::{DeviceError, DeviceSettings, IngestReport, Inner};
 use crate::metrics_names;
-use crate::model::{DeviceKey, Sample, TimestampMs};
+use crate::model::{DeviceKey, Point, Sample, TimestampMs, Transition};
 use crate::raft::ControlPlane;
 use crate::raft::command::{ControlCommand, ControlResponse};
 use crate::shard;
@@ -28,6 +44,9 @@ pub enum DeviceMsg {
         samples: Vec<Sample>,
         received_at_ms: TimestampMs,
         reply: RpcReplyPort<Result<IngestReport, DeviceError>>,
+        /// The caller's span, so the point's trace continues through the actor (explicit,
+        /// instead of ractor's per-message span propagation feature).
+        span: tracing::Span,
     },
     /// Periodic idle check (passivation).
     IdleCheck,
@@ -47,9 +66,12 @@ pub struct DeviceActor;
 
 pub struct ActorState {
     core: DeviceState,
-    args: DeviceArgs,
+    args: Arc<DeviceArgs>,
     shard: shard::ShardId,
     last_activity: Instant,
+    /// Completion of the newest message in the pipeline: `true` if it succeeded. The next
+    /// message waits on it before committing and replying.
+    tail: Option<oneshot::Receiver<bool>>,
 }
 
 impl Actor for DeviceActor {
@@ -81,9 +103,10 @@ impl Actor for DeviceActor {
         myself.send_interval(check, || DeviceMsg::IdleCheck);
         Ok(ActorState {
             core,
-            args,
+            args: Arc::new(args),
             shard,
             last_activity: Instant::now(),
+            tail: None,
         })
     }
 
@@ -98,17 +121,15 @@ impl Actor for DeviceActor {
                 samples,
                 received_at_ms,
                 reply,
+                span,
             } => {
                 state.last_activity = Instant::now();
-                let result = state.ingest(&samples, received_at_ms).await;
-                // The caller may have given up (shutdown); nothing to do then.
-                let _ = reply.send(result);
+                let _entered = span.enter();
+                state.start_ingest(&samples, received_at_ms, reply, myself);
             }
             DeviceMsg::IdleCheck => {
                 if state.last_activity.elapsed() >= state.args.settings.idle_timeout {
-                    if let Some(router) = state.args.router.upgrade() {
-                        router.forget(&state.args.key, &myself);
-                    }
+                    forget(&state.args, &myself);
                     metrics::counter!(metrics_names::DEVICE_PASSIVATIONS).increment(1);
                     myself.stop(Some("idle".into()));
                 }
@@ -118,106 +139,146 @@ impl Actor for DeviceActor {
     }
 }
 
+fn forget(args: &DeviceArgs, actor: &ActorRef<DeviceMsg>) {
+    if let Some(router) = args.router.upgrade() {
+        router.forget(&args.key, actor);
+    }
+}
+
 impl ActorState {
-    async fn ingest(
+    /// Evaluates now (in message order) and runs the effects in a pipelined task.
+    fn start_ingest(
         &mut self,
         samples: &[Sample],
         received_at_ms: TimestampMs,
-    ) -> Result<IngestReport, DeviceError> {
+        reply: RpcReplyPort<Result<IngestReport, DeviceError>>,
+        myself: ActorRef<DeviceMsg>,
+    ) {
         let rules = self.args.control.rules();
-        // Evaluate on a copy: if persisting fails, the live state must not move ahead.
-        let mut next = self.core.clone();
-        let effects = next.on_samples(samples, received_at_ms, &rules);
-        let mut report = IngestReport::default();
-        for effect in effects {
-            match effect {
-                Effect::Persist(points) => {
-                    let n = points.len();
-                    self.args.store.write(points).await?;
-                    metrics::counter!(metrics_names::POINTS_STORED).increment(n as u64);
-                    report.points_stored += n;
-                }
-                Effect::Raise {
-                    rule_id,
-                    rule_version,
-                    severity,
-                    metric,
-                    value,
-                    at_ms,
-                    message,
-                } => {
-                    let cmd = ControlCommand::RaiseAlarm {
-                        shard: self.shard,
-                        epoch: self.epoch(),
-                        device: self.args.key.clone(),
-                        rule_id: rule_id.clone(),
-                        rule_version,
-                        severity,
-                        metric,
-                        value,
-                        at_ms,
-                        message,
-                    };
-                    if !self.commit(cmd).await {
-                        // Not committed: forget the optimistic raise so the next point retries.
-                        next.alarms.insert(rule_id, RuleAlarm { active: false });
-                    }
-                }
-                Effect::Clear { rule_id, at_ms } => {
-                    let cmd = ControlCommand::ClearAlarm {
-                        shard: self.shard,
-                        epoch: self.epoch(),
-                        device: self.args.key.clone(),
-                        rule_id: rule_id.clone(),
-                        at_ms,
-                    };
-                    if !self.commit(cmd).await {
-                        next.alarms.insert(rule_id, RuleAlarm { active: true });
-                    }
-                }
-            }
-        }
-        self.core = next;
-        Ok(report)
-    }
-
-    fn epoch(&self) -> u64 {
-        self.args
+        let effects = self.core.on_samples(samples, received_at_ms, &rules);
+        let epoch = self
+            .args
             .control
             .shard_owner(self.shard)
             .map(|(_, epoch)| epoch)
-            .unwrap_or(0)
+            .unwrap_or(0);
+        let mut points: Vec<Point> = Vec::new();
+        let mut commands = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Persist(p) => points.extend(p),
+                Effect::Raise(raise) => commands.push(ControlCommand::RaiseAlarm {
+                    shard: self.shard,
+                    epoch,
+                    device: self.args.key.clone(),
+                    raise,
+                }),
+                Effect::Clear { rule_id, at_ms } => commands.push(ControlCommand::ClearAlarm {
+                    shard: self.shard,
+                    epoch,
+                    device: self.args.key.clone(),
+                    rule_id,
+                    at_ms,
+                }),
+            }
+        }
+        let previous = self.tail.take();
+        let (done_tx, done_rx) = oneshot::channel();
+        self.tail = Some(done_rx);
+        let args = self.args.clone();
+        let span = tracing::info_span!(
+            "device.execute",
+            device = %self.args.key,
+            points = points.len(),
+            transitions = commands.len(),
+        );
+        let task = async move {
+            let result = execute(&args, points, commands, previous).await;
+            if result.is_err() {
+                // Crash-only: the in-memory state assumed this message would succeed.
+                forget(&args, &myself);
+                myself.stop(Some("poisoned by a failed write or commit".into()));
+            }
+            let _ = done_tx.send(result.is_ok());
+            // The caller may have given up (shutdown); nothing to do then.
+            let _ = reply.send(result);
+        };
+        tokio::spawn(task.instrument(span));
     }
+}
 
-    /// Commits an alarm transition; false when it was not committed. A refusal (stale epoch)
-    /// or a Raft failure is logged and counted; the points are stored either way.
-    async fn commit(&self, cmd: ControlCommand) -> bool {
-        match self.args.control.write(cmd).await {
-            Ok(ControlResponse::Alarm(events)) => {
-                for ev in events {
-                    let label = match ev.transition {
-                        crate::model::Transition::Raised => "raised",
-                        crate::model::Transition::Cleared => "cleared",
-                        crate::model::Transition::Acknowledged => "acknowledged",
-                    };
-                    metrics::counter!(metrics_names::ALARM_TRANSITIONS, "transition" => label)
-                        .increment(1);
-                }
-                true
-            }
-            Ok(ControlResponse::Rejected(r)) => {
-                tracing::warn!(device = %self.args.key, reason = %r, "alarm transition refused");
-                metrics::counter!(metrics_names::ALARM_REJECTED, "reason" => "rejected")
+/// Persists, waits for the previous message, commits alarm transitions in order.
+async fn execute(
+    args: &DeviceArgs,
+    points: Vec<Point>,
+    commands: Vec<ControlCommand>,
+    previous: Option<oneshot::Receiver<bool>>,
+) -> Result<IngestReport, DeviceError> {
+    let n = points.len();
+    let stored = if points.is_empty() {
+        Ok(())
+    } else {
+        args.store
+            .write(points)
+            .instrument(tracing::info_span!("store.write", points = n))
+            .await
+    };
+    // A previous message that failed (or whose task died) poisoned the state this message
+    // was evaluated on: fail too, so it is retried on a fresh actor.
+    let previous_ok = match previous {
+        Some(rx) => rx.await.unwrap_or(false),
+        None => true,
+    };
+    stored?;
+    metrics::counter!(metrics_names::POINTS_STORED).increment(n as u64);
+    if !previous_ok {
+        return Err(DeviceError::Unavailable(
+            "an earlier message of this device failed; retry".into(),
+        ));
+    }
+    for cmd in commands {
+        commit(args, cmd).await?;
+    }
+    Ok(IngestReport { points_stored: n })
+}
+
+/// Commits one alarm transition. `Unchanged` (already active / not active) is success: the
+/// control plane holds the truth. A refusal or a Raft failure is an error.
+async fn commit(args: &DeviceArgs, cmd: ControlCommand) -> Result<(), DeviceError> {
+    let span = match &cmd {
+        ControlCommand::RaiseAlarm { raise, .. } => tracing::info_span!(
+            "alarm.raise",
+            rule = %raise.rule_id,
+            rule_version = raise.rule_version
+        ),
+        ControlCommand::ClearAlarm { rule_id, .. } => {
+            tracing::info_span!("alarm.clear", rule = %rule_id)
+        }
+        _ => tracing::info_span!("control.write"),
+    };
+    match args.control.write(cmd).instrument(span).await {
+        Ok(ControlResponse::Alarm(events)) => {
+            for ev in events {
+                let label = match ev.transition {
+                    Transition::Raised => "raised",
+                    Transition::Cleared => "cleared",
+                    Transition::Acknowledged => "acknowledged",
+                };
+                metrics::counter!(metrics_names::ALARM_TRANSITIONS, "transition" => label)
                     .increment(1);
-                false
             }
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(device = %self.args.key, error = %e, "alarm transition not committed");
-                metrics::counter!(metrics_names::ALARM_REJECTED, "reason" => "raft_error")
-                    .increment(1);
-                false
-            }
+            Ok(())
+        }
+        Ok(ControlResponse::Rejected(r)) => {
+            tracing::warn!(device = %args.key, reason = %r, "alarm transition refused");
+            metrics::counter!(metrics_names::ALARM_REJECTED, "reason" => "rejected").increment(1);
+            Err(DeviceError::Alarm(r.to_string()))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::error!(device = %args.key, error = %e, "alarm transition not committed");
+            metrics::counter!(metrics_names::ALARM_REJECTED, "reason" => "raft_error").increment(1);
+            Err(DeviceError::Alarm(e.to_string()))
         }
     }
 }

@@ -29,9 +29,14 @@ pub enum DeviceError {
     /// The points were not stored; the caller may retry (the write is idempotent).
     #[error("store failed: {0}")]
     Store(#[from] StorageError),
-    /// The device's actor could not be reached after retries (node shutting down).
+    /// The device's actor could not be reached after retries (node shutting down), or an
+    /// earlier message of the device failed and this one must be retried.
     #[error("device actor unavailable: {0}")]
     Unavailable(String),
+    /// An alarm transition could not be committed (no quorum, refused epoch). The points are
+    /// stored; retrying re-evaluates them on a fresh actor.
+    #[error("alarm transition not committed: {0}")]
+    Alarm(String),
 }
 
 impl DeviceError {
@@ -41,7 +46,7 @@ impl DeviceError {
             DeviceError::Store(StorageError::Engine(_)) => true,
             DeviceError::Store(StorageError::Closed) => false,
             DeviceError::Store(StorageError::Invalid { .. }) => false,
-            DeviceError::Unavailable(_) => true,
+            DeviceError::Unavailable(_) | DeviceError::Alarm(_) => true,
         }
     }
 }
@@ -97,6 +102,7 @@ impl DeviceRouter {
 
     /// Stores the samples through the device's actor and evaluates its rules. Returns once
     /// every point is durable and every resulting alarm transition is committed.
+    #[tracing::instrument(name = "device.route", skip_all, fields(device = %device))]
     pub async fn ingest(
         &self,
         device: DeviceKey,
@@ -107,12 +113,14 @@ impl DeviceRouter {
         for _ in 0..ROUTE_ATTEMPTS {
             let actor = self.actor_for(&device).await?;
             let samples = samples.clone();
+            let span = tracing::Span::current();
             let res = actor
                 .call(
                     |reply| DeviceMsg::Ingest {
                         samples,
                         received_at_ms,
                         reply,
+                        span,
                     },
                     None,
                 )

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{DeviceKey, Point, Rule, Sample, TimestampMs, Value};
+use crate::model::{AlarmRaise, DeviceKey, Point, Rule, Sample, TimestampMs};
 use crate::rules::{self, Decision};
 
 /// What the actor knows about one rule's alarm for this device.
@@ -36,15 +36,7 @@ pub enum Effect {
     /// Store these points durably before anything else (the ack depends on it).
     Persist(Vec<Point>),
     /// Commit an alarm raise for (device, rule).
-    Raise {
-        rule_id: String,
-        rule_version: u64,
-        severity: String,
-        metric: String,
-        value: Value,
-        at_ms: TimestampMs,
-        message: String,
-    },
+    Raise(AlarmRaise),
     /// Commit the clearing of (device, rule)'s active alarm.
     Clear { rule_id: String, at_ms: TimestampMs },
 }
@@ -111,7 +103,7 @@ impl DeviceState {
                         message,
                     } => {
                         entry.active = true;
-                        effects.push(Effect::Raise {
+                        effects.push(Effect::Raise(AlarmRaise {
                             rule_id: rule.doc.id.clone(),
                             rule_version: rule.version,
                             severity: rule.doc.severity.clone(),
@@ -119,7 +111,7 @@ impl DeviceState {
                             value,
                             at_ms: ts,
                             message,
-                        });
+                        }));
                     }
                     Decision::Clear => {
                         entry.active = false;
@@ -138,7 +130,7 @@ impl DeviceState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CmpOp, Condition, RuleDoc, Selector, Threshold};
+    use crate::model::{CmpOp, Condition, RuleDoc, Selector, Threshold, Value};
 
     fn hot_rule(devices: &[&str]) -> Rule {
         Rule {
@@ -174,7 +166,7 @@ mod tests {
             .iter()
             .map(|e| match e {
                 Effect::Persist(p) => format!("P{}", p.len()),
-                Effect::Raise { at_ms, .. } => format!("R@{at_ms}"),
+                Effect::Raise(r) => format!("R@{}", r.at_ms),
                 Effect::Clear { at_ms, .. } => format!("C@{at_ms}"),
             })
             .collect()
@@ -274,7 +266,7 @@ mod tests {
         let eff = st.on_samples(&[sample(Some(7), 42.0)], 0, &rules);
         assert!(matches!(
             &eff[1],
-            Effect::Raise { rule_version: 3, value: Value::Number(v), metric, .. }
+            Effect::Raise(AlarmRaise { rule_version: 3, value: Value::Number(v), metric, .. })
                 if *v == 42.0 && metric == "temp"
         ));
     }

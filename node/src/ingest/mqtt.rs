@@ -47,7 +47,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Publish;
 use rumqttc::v5::{AsyncClient, MqttOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use super::connection::{ConnEvent, Connection};
 use super::payload::{self, Limits};
@@ -410,6 +410,13 @@ impl Ingress {
         let sink = self.sink.clone();
         let connection = self.generation.clone();
         let shutdown = self.shutdown.clone();
+        // The root of the point's trace: MQTT receive → device actor → store → alarms.
+        let span = tracing::info_span!(
+            "ingest.message",
+            device = %parsed.device,
+            samples = parsed.samples.len(),
+            pkid = finished.pkid,
+        );
         Box::pin(async move {
             finished.outcome = store(
                 sink,
@@ -420,6 +427,7 @@ impl Ingress {
                 connection,
                 shutdown,
             )
+            .instrument(span)
             .await;
             finished
         })

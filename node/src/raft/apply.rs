@@ -149,14 +149,9 @@ pub fn apply<S: ControlState>(
             shard,
             epoch,
             device,
-            rule_id,
-            rule_version,
-            severity,
-            metric,
-            value,
-            at_ms,
-            message,
+            raise,
         } => {
+            let rule_id = &raise.rule_id;
             if let Some(rejection) = check_epoch(state, *shard, *epoch)? {
                 return Ok(reject(rejection));
             }
@@ -173,15 +168,15 @@ pub fn apply<S: ControlState>(
                 id: alarm_id(index),
                 device: device.clone(),
                 rule_id: rule_id.clone(),
-                rule_version: *rule_version,
-                severity: severity.clone(),
+                rule_version: raise.rule_version,
+                severity: raise.severity.clone(),
                 status: AlarmStatus::Active,
                 acknowledged: false,
-                metric: metric.clone(),
-                value: value.clone(),
-                raised_at_ms: *at_ms,
+                metric: raise.metric.clone(),
+                value: raise.value.clone(),
+                raised_at_ms: raise.at_ms,
                 cleared_at_ms: None,
-                message: message.clone(),
+                message: raise.message.clone(),
             };
             state.put_alarm(&alarm)?;
             state.set_active(device, rule_id, Some(&alarm.id))?;

@@ -111,13 +111,15 @@ fn raise(epoch: u64) -> ControlCommand {
         shard: 0,
         epoch,
         device: dev(),
-        rule_id: "hot".into(),
-        rule_version: 2,
-        severity: "major".into(),
-        metric: "temp".into(),
-        value: Value::Number(31.0),
-        at_ms: 2000,
-        message: "temp > 30".into(),
+        raise: crate::model::AlarmRaise {
+            rule_id: "hot".into(),
+            rule_version: 2,
+            severity: "major".into(),
+            metric: "temp".into(),
+            value: Value::Number(31.0),
+            at_ms: 2000,
+            message: "temp > 30".into(),
+        },
     }
 }
 

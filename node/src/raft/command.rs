@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AlarmEvent, DeviceKey, RuleDoc, TimestampMs, Value};
+use crate::model::{AlarmEvent, AlarmRaise, DeviceKey, RuleDoc, TimestampMs};
 use crate::shard::ShardId;
 
 /// Format version written into every entry by this build.
@@ -48,13 +48,7 @@ pub enum ControlCommand {
         shard: ShardId,
         epoch: u64,
         device: DeviceKey,
-        rule_id: String,
-        rule_version: u64,
-        severity: String,
-        metric: String,
-        value: Value,
-        at_ms: TimestampMs,
-        message: String,
+        raise: AlarmRaise,
     },
     /// Clears the active alarm of (device, rule), if any. Control record, epoch-checked.
     ClearAlarm {

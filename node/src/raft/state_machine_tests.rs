@@ -45,13 +45,15 @@ fn raise(epoch: u64) -> ControlCommand {
         shard: 0,
         epoch,
         device: DeviceKey::default_tenant("d1"),
-        rule_id: "hot".into(),
-        rule_version: 3,
-        severity: "major".into(),
-        metric: "temp".into(),
-        value: Value::Number(40.0),
-        at_ms: 2,
-        message: "hot".into(),
+        raise: crate::model::AlarmRaise {
+            rule_id: "hot".into(),
+            rule_version: 3,
+            severity: "major".into(),
+            metric: "temp".into(),
+            value: Value::Number(40.0),
+            at_ms: 2,
+            message: "hot".into(),
+        },
     }
 }
 

@@ -46,13 +46,15 @@ fn raise(epoch: u64, version: u64) -> ControlCommand {
         shard: shard_of(&dev(), SHARDS),
         epoch,
         device: dev(),
-        rule_id: "hot".into(),
-        rule_version: version,
-        severity: "major".into(),
-        metric: "temp".into(),
-        value: Value::Number(31.5),
-        at_ms: 2_000,
-        message: "temp > 30".into(),
+        raise: crate::model::AlarmRaise {
+            rule_id: "hot".into(),
+            rule_version: version,
+            severity: "major".into(),
+            metric: "temp".into(),
+            value: Value::Number(31.5),
+            at_ms: 2_000,
+            message: "temp > 30".into(),
+        },
     }
 }
 
