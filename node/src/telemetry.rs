@@ -5,6 +5,7 @@
 //! Call [`init`] once at the start of a server process; keep the guard until exit so spans
 //! are flushed.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -13,6 +14,10 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// Log filter when `RUST_LOG` is unset: our own info, only warnings from the chatty
+/// libraries (openraft logs every election step at info, rumqttd every connection).
+const DEFAULT_FILTER: &str = "info,openraft=warn,rumqttd=warn";
 
 /// Flushes and shuts down the OpenTelemetry pipeline when dropped.
 pub struct TelemetryGuard {
@@ -29,7 +34,7 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global tracing subscriber (filter from `RUST_LOG`, default `info`) and, when
+/// Installs the global tracing subscriber (filter from `RUST_LOG`, default [`DEFAULT_FILTER`]) and, when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an OTLP span exporter. Also installs the Prometheus
 /// recorder. Safe to call more than once (later calls only return a guard).
 pub fn init(service: &'static str) -> TelemetryGuard {
@@ -55,8 +60,11 @@ pub fn init(service: &'static str) -> TelemetryGuard {
             }
         }
     });
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
