@@ -18,6 +18,7 @@ use crate::model::{DeviceKey, Sample};
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 mod connection;
+mod log_limit;
 pub mod mqtt;
 pub mod payload;
 

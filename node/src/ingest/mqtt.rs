@@ -38,7 +38,7 @@
 //! nodes' sessions, TLS to the broker.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -50,6 +50,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{Instrument, debug, error, info, warn};
 
 use super::connection::{ConnEvent, Connection};
+pub use super::log_limit::LOG_REJECTIONS_PER_SEC;
+use super::log_limit::LogLimiter;
 use super::payload::{self, Limits};
 use super::{IngestError, PointSink, SINK_REFUSED, SinkError};
 use crate::metrics_names::{INGEST_ACKS, INGEST_IN_FLIGHT, INGEST_MESSAGES, INGEST_REJECTED};
@@ -61,8 +63,6 @@ pub const DEFAULT_FILTERS: [&str; 2] = [
     "$share/starling/tenants/+/devices/+/telemetry",
 ];
 
-/// At most this many rejection warnings are logged per second; the rest are counted.
-pub const LOG_REJECTIONS_PER_SEC: u32 = 10;
 /// At most this many error reports are published for one message.
 pub const REPORTS_PER_MESSAGE: usize = 10;
 
@@ -540,41 +540,6 @@ async fn store(
     }
 }
 
-/// Lets through [`LOG_REJECTIONS_PER_SEC`] warnings a second and counts the rest.
-#[derive(Default)]
-struct LogLimiter {
-    window_start: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        let expired = self
-            .window_start
-            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
-        if expired {
-            if self.suppressed > 0 {
-                warn!(
-                    suppressed = self.suppressed,
-                    "telemetry rejections not logged (rate limit)"
-                );
-            }
-            self.window_start = Some(now);
-            self.logged = 0;
-            self.suppressed = 0;
-        }
-        if self.logged < LOG_REJECTIONS_PER_SEC {
-            self.logged += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,13 +567,5 @@ mod tests {
                 other => panic!("{field}: {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn log_limiter_caps_per_second() {
-        let mut limiter = LogLimiter::default();
-        let allowed = (0..100).filter(|_| limiter.allow()).count();
-        assert_eq!(allowed, LOG_REJECTIONS_PER_SEC as usize);
-        assert_eq!(limiter.suppressed, 100 - u64::from(LOG_REJECTIONS_PER_SEC));
     }
 }
