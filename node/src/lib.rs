@@ -18,6 +18,8 @@
 //! - [`telemetry`]: tracing and OpenTelemetry setup; [`metrics_names`]: metric names.
 //! - [`node`]: wires the above into a running node: `node::run(listeners, config, shutdown)`.
 //! - [`cli`]: the `starling` command line (server commands and client commands over the SDK).
+//! - [`simulate`]: `starling simulate`, a device fleet publishing over MQTT (pure fleet model,
+//!   thin rumqttc shell).
 //! - [`model`]: domain types shared by all layers; [`config`]: node configuration.
 
 pub mod api;
@@ -33,6 +35,7 @@ pub mod node;
 pub mod raft;
 pub mod rules;
 pub mod shard;
+pub mod simulate;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;

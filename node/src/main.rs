@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use starling_node::cli::{self, Command};
+use starling_node::cli::{self, Command, TopCommand};
 
 fn main() -> ExitCode {
     let cli = cli::parse();
@@ -19,12 +19,16 @@ fn main() -> ExitCode {
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
         match cli.command {
-            Command::Dev(args) => {
+            TopCommand::Node(Command::Dev(args)) => {
                 let _telemetry = starling_node::telemetry::init("starling");
                 starling_node::node::run_dev(args).await?;
                 Ok(())
             }
-            other => cli::run_client(other).await,
+            TopCommand::Simulate(args) => {
+                let _telemetry = starling_node::telemetry::init("starling-simulate");
+                starling_node::simulate::run(args).await
+            }
+            TopCommand::Node(other) => cli::run_client(other).await,
         }
     });
     match result {

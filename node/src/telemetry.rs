@@ -34,7 +34,7 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global tracing subscriber (filter from `RUST_LOG`, default [`DEFAULT_FILTER`]) and, when
+/// Installs the global tracing subscriber (filter from `RUST_LOG`, default `DEFAULT_FILTER`) and, when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an OTLP span exporter. Also installs the Prometheus
 /// recorder. Safe to call more than once (later calls only return a guard).
 pub fn init(service: &'static str) -> TelemetryGuard {

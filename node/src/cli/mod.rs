@@ -1,6 +1,8 @@
 //! The `starling` command line (clap derive).
 //!
 //! - Server commands: `dev` (its arguments only; `node::run_dev` runs it).
+//! - `simulate`: a device fleet publishing over MQTT (arguments only; `simulate::run` runs it).
+//!   It is neither a server nor an API client, so it sits beside [`Command`] in [`TopCommand`].
 //! - Client commands, `starling <noun> <verb>`: `telemetry`, `rules`, `alerts`, `devices`,
 //!   `cluster`. They call the API through the SDK ([`run_client`]) and print aligned tables or
 //!   JSON lines (`--format json`: one JSON object per line).
@@ -15,8 +17,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod output;
 mod run;
+mod simulate;
 
 pub use run::run_client;
+pub use simulate::SimulateArgs;
 
 /// Parses the process arguments (exits with usage on error, as clap does).
 pub fn parse() -> Cli {
@@ -29,7 +33,18 @@ pub fn parse() -> Cli {
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: TopCommand,
+}
+
+/// Every `starling` command: `simulate`, then the server and client commands of [`Command`]
+/// (flattened: they appear as siblings of `simulate` on the command line).
+#[derive(Debug, Clone, Subcommand)]
+pub enum TopCommand {
+    /// Simulate a fleet of devices (trucks with GPS, temperature, fuel, door; spikes,
+    /// dropouts and malformed messages) publishing telemetry to an MQTT broker at QoS 1.
+    Simulate(SimulateArgs),
+    #[command(flatten)]
+    Node(Command),
 }
 
 /// Every `starling` command.
@@ -284,6 +299,7 @@ pub enum ClusterCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulate::geo::LatLon;
     use clap::CommandFactory;
 
     #[test]
@@ -298,7 +314,7 @@ mod tests {
     #[test]
     fn dev_defaults() {
         let Ok(Cli {
-            command: Command::Dev(a),
+            command: TopCommand::Node(Command::Dev(a)),
         }) = parse(&["dev"])
         else {
             panic!("dev did not parse");
@@ -374,10 +390,76 @@ mod tests {
             (&["devices", "get", "d"], true),
             (&["cluster", "status", "--profile", "/p.toml"], true),
             (&["cluster"], false),
+            (&["simulate"], true),
+            (
+                &[
+                    "simulate",
+                    "--broker",
+                    "127.0.0.1:1883",
+                    "--devices",
+                    "5",
+                    "--rate",
+                    "20",
+                    "--messages",
+                    "20",
+                    "--seed",
+                    "7",
+                    "--format",
+                    "json",
+                ],
+                true,
+            ),
+            (&["simulate", "--duration", "5m", "--tenant", "acme"], true),
+            (&["simulate", "--center", "-33.9,18.4"], true),
+            (&["simulate", "--broker", "[::1]:1883"], true),
+            (&["simulate", "--duration", "5s", "--messages", "3"], false),
+            (&["simulate", "--messages", "0"], false),
+            (&["simulate", "--devices", "0"], false),
+            (&["simulate", "--rate", "0"], false),
+            (&["simulate", "--rate", "NaN"], false),
+            (&["simulate", "--spike-probability", "1.5"], false),
+            (&["simulate", "--dropout-probability", "-0.1"], false),
+            (&["simulate", "--center", "91,0"], false),
+            (&["simulate", "--center", "48.1"], false),
+            (&["simulate", "--broker", "localhost"], false),
+            (&["simulate", "--broker", "h:0"], false),
+            (&["simulate", "--prefix", "a/b"], false),
+            (&["simulate", "--tenant", "+"], false),
+            (&["simulate", "--speed-kmh", "-1"], false),
         ];
         for (args, ok) in cases {
             assert_eq!(parse(args).is_ok(), *ok, "{args:?}");
         }
+    }
+
+    #[test]
+    fn simulate_defaults() {
+        let Ok(Cli {
+            command: TopCommand::Simulate(a),
+        }) = parse(&["simulate"])
+        else {
+            panic!("simulate did not parse");
+        };
+        assert_eq!(a.broker, ("127.0.0.1".to_owned(), 1883));
+        assert_eq!((a.devices, a.rate, a.seed), (10, 1.0, 42));
+        assert_eq!((a.duration, a.messages), (None, None));
+        assert_eq!((a.prefix.as_str(), a.tenant.as_str()), ("sim-", ""));
+        assert_eq!(
+            (
+                a.spike_probability,
+                a.dropout_probability,
+                a.malformed_probability
+            ),
+            (0.01, 0.0, 0.0)
+        );
+        assert_eq!(
+            a.center,
+            LatLon {
+                lat: 48.137,
+                lon: 11.575
+            }
+        );
+        assert_eq!((a.speed_kmh, a.format), (60.0, Format::Table));
     }
 
     #[test]
@@ -391,7 +473,7 @@ mod tests {
             "json",
         ])
         .expect("parse");
-        let Command::Cluster(ClusterArgs { opts, .. }) = cli.command else {
+        let TopCommand::Node(Command::Cluster(ClusterArgs { opts, .. })) = cli.command else {
             panic!("not cluster");
         };
         assert_eq!(opts.profile, PathBuf::from("/p.toml"));

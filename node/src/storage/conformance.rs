@@ -21,10 +21,20 @@ use crate::storage::{Page, RangeQuery, StorageError, TelemetryStore};
 /// anything that must outlive it (a temporary directory, a keyspace dropper). Invoke it
 /// inside a test module:
 /// `mod conformance { crate::telemetry_store_conformance!(super::fresh); }`.
+///
+/// For a backend that needs an external server, `optional: $make` takes a factory returning
+/// a future of `Option<(Arc<S>, guard)>`: `None` means "no server configured", and the check
+/// then returns without asserting (the factory says so on stdout).
 #[macro_export]
 macro_rules! telemetry_store_conformance {
+    (optional: $make:expr) => {
+        $crate::telemetry_store_conformance!(@list optional $make);
+    };
     ($make:expr) => {
-        $crate::telemetry_store_conformance!(@checks $make;
+        $crate::telemetry_store_conformance!(@list required $make);
+    };
+    (@list $mode:ident $make:expr) => {
+        $crate::telemetry_store_conformance!(@checks $mode $make;
             idempotent_writes,
             ordered_by_metric_then_ts,
             range_edges,
@@ -40,11 +50,22 @@ macro_rules! telemetry_store_conformance {
             closed_store_refuses_writes,
         );
     };
-    (@checks $make:expr; $($check:ident),+ $(,)?) => {
+    (@checks required $make:expr; $($check:ident),+ $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread")]
             async fn $check() {
                 let (store, _guard) = ($make)().await;
+                $crate::storage::conformance::$check(store).await;
+            }
+        )+
+    };
+    (@checks optional $make:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread")]
+            async fn $check() {
+                let Some((store, _guard)) = ($make)().await else {
+                    return;
+                };
                 $crate::storage::conformance::$check(store).await;
             }
         )+

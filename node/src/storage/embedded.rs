@@ -15,7 +15,6 @@
 //!
 //! Not here: retention, rollups and cross-node merging of history (callers and later issues).
 
-mod codec;
 mod writer;
 
 use std::ops::Bound;
@@ -27,8 +26,11 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use self::codec::Cursor;
 use self::writer::WriteRequest;
+use super::codec::{self, Cursor};
+
+/// Prefix of this backend's page tokens (format version 1).
+const TOKEN_PREFIX: &str = "p1";
 use super::{Page, RangeQuery, StorageError, TelemetryStore};
 use crate::model::{DeviceInfo, DeviceKey, Point, TimestampMs};
 
@@ -160,7 +162,7 @@ impl TelemetryStore for EmbeddedStore {
         let after = query
             .page_token
             .as_deref()
-            .map(codec::decode_token)
+            .map(|t| codec::decode_token(TOKEN_PREFIX, t))
             .transpose()?;
         if query.to_ms <= query.from_ms {
             return Ok(Page::default());
@@ -316,10 +318,13 @@ fn read_range(
     let next = if points.len() > query.limit {
         points.truncate(query.limit);
         points.last().map(|last| {
-            codec::encode_token(&Cursor {
-                metric: last.metric.clone(),
-                ts_ms: last.ts_ms,
-            })
+            codec::encode_token(
+                TOKEN_PREFIX,
+                &Cursor {
+                    metric: last.metric.clone(),
+                    ts_ms: last.ts_ms,
+                },
+            )
         })
     } else {
         None

@@ -3,8 +3,10 @@
 //! Only this module imports storage engines (redb now, scylla with the storage issue).
 //! It knows nothing of MQTT, actors, Raft or gRPC.
 
+mod codec;
 pub mod conformance;
 pub mod embedded;
+pub mod scylla;
 
 use async_trait::async_trait;
 

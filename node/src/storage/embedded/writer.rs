@@ -18,10 +18,11 @@ use std::time::Instant;
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DEVICES, LATEST, POINTS, codec, engine};
+use super::{DEVICES, LATEST, POINTS, engine};
 use crate::metrics_names;
 use crate::model::{Point, TimestampMs, Value};
 use crate::storage::StorageError;
+use crate::storage::codec;
 
 /// One caller's write, waiting for its batch to commit.
 pub(super) struct WriteRequest {

@@ -1,7 +1,8 @@
-//! Byte encodings of the embedded store: telemetry values and page tokens.
+//! Byte encodings shared by the storage backends: telemetry values and page tokens.
 //!
-//! Pure functions, no I/O and no redb types. Keys are not encoded here: they are redb tuples
-//! (see the table definitions in `embedded.rs`), so their order is redb's tuple order.
+//! Pure functions, no I/O and no engine types. Keys are not encoded here: each backend keys
+//! its tables its own way (redb tuples, CQL primary keys). One value encoding for every
+//! backend means a value moves between backends byte for byte.
 //!
 //! Value encoding (version 1, one tag byte then the payload, numbers little-endian):
 //! - `0x01` Number: 8 bytes, the f64 bit pattern.
@@ -19,9 +20,6 @@ const TAG_NUMBER: u8 = 0x01;
 const TAG_BOOL: u8 = 0x02;
 const TAG_TEXT: u8 = 0x03;
 const TAG_POSITION: u8 = 0x04;
-
-/// Prefix of every page token; a later format can change it and refuse old tokens cleanly.
-const TOKEN_VERSION: &str = "p1";
 
 /// Appends the encoding of `value` to `out`.
 pub(super) fn encode_value(value: &Value, out: &mut Vec<u8>) {
@@ -93,24 +91,27 @@ pub(super) struct Cursor {
     pub(super) ts_ms: TimestampMs,
 }
 
-/// Encodes a cursor as an opaque, URL- and JSON-safe token: `p1.<ts>.<hex of the metric>`.
-/// The metric is hex-encoded so that any metric name (dots, unicode) survives.
-pub(super) fn encode_token(cursor: &Cursor) -> String {
-    let mut token = format!("{TOKEN_VERSION}.{}.", cursor.ts_ms);
+/// Encodes a cursor as an opaque, URL- and JSON-safe token: `<prefix>.<ts>.<hex of the
+/// metric>`. The metric is hex-encoded so that any metric name (dots, unicode) survives. Each
+/// backend has its own prefix (with a format version in it), so a token of one backend or of
+/// an older format is refused cleanly by another.
+pub(super) fn encode_token(prefix: &str, cursor: &Cursor) -> String {
+    let mut token = format!("{prefix}.{}.", cursor.ts_ms);
     for byte in cursor.metric.as_bytes() {
         token.push_str(&format!("{byte:02x}"));
     }
     token
 }
 
-/// Decodes a token made by [`encode_token`]; anything else is an invalid request.
-pub(super) fn decode_token(token: &str) -> Result<Cursor, StorageError> {
+/// Decodes a token made by [`encode_token`] with the same prefix; anything else is an invalid
+/// request.
+pub(super) fn decode_token(prefix: &str, token: &str) -> Result<Cursor, StorageError> {
     let mut parts = token.splitn(3, '.');
     let (Some(version), Some(ts), Some(metric_hex)) = (parts.next(), parts.next(), parts.next())
     else {
         return Err(bad_token("not a page token of this store"));
     };
-    if version != TOKEN_VERSION {
+    if version != prefix {
         return Err(bad_token("unknown token version"));
     }
     let ts_ms = ts
@@ -204,7 +205,10 @@ mod tests {
                     metric: metric.to_owned(),
                     ts_ms,
                 };
-                assert_eq!(decode_token(&encode_token(&cursor)).ok(), Some(cursor));
+                assert_eq!(
+                    decode_token("p1", &encode_token("p1", &cursor)).ok(),
+                    Some(cursor)
+                );
             }
         }
     }
@@ -216,7 +220,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    decode_token(token),
+                    decode_token("p1", token),
                     Err(StorageError::Invalid {
                         field: "page_token",
                         ..
