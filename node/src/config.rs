@@ -31,6 +31,10 @@ pub struct NodeConfig {
     pub mqtt_in_flight: u16,
     /// Largest accepted MQTT payload, bytes.
     pub max_payload_bytes: usize,
+    /// Latest accepted point time after the receive time (`None`: no limit). Default 1 day.
+    pub max_ts_future: Option<Duration>,
+    /// Oldest accepted point time before the receive time (`None`: no limit, the default).
+    pub max_ts_age: Option<Duration>,
     /// A device actor with no message for this long is passivated.
     pub idle_timeout: Duration,
     /// Number of virtual shards (a power of two); fixed at cluster creation.
@@ -55,6 +59,8 @@ impl NodeConfig {
                 .collect(),
             mqtt_in_flight: 1000,
             max_payload_bytes: 64 * 1024,
+            max_ts_future: Some(Duration::from_secs(86_400)),
+            max_ts_age: None,
             idle_timeout: Duration::from_secs(300),
             shards: crate::shard::DEFAULT_SHARDS,
             tls_ca: certs.join("ca.pem"),

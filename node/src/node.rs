@@ -109,6 +109,11 @@ pub async fn run(
         router: router.clone(),
         store: store.clone(),
         control: control.clone(),
+        limits: ingest::payload::Limits {
+            max_ts_future_ms: config.max_ts_future.map(duration_ms),
+            max_ts_age_ms: config.max_ts_age.map(duration_ms),
+            ..Default::default()
+        },
     };
     let grpc = tonic::transport::Server::builder()
         .tls_config(server_tls)?
@@ -123,6 +128,8 @@ pub async fn run(
         max_in_flight: config.mqtt_in_flight,
         max_payload_bytes: config.max_payload_bytes,
         filters: config.mqtt_filters.clone(),
+        max_ts_future: config.max_ts_future,
+        max_ts_age: config.max_ts_age,
         ..ingest::mqtt::MqttIngestConfig::new(host, port, config.mqtt_client_id.clone())
     };
     let http = tokio::spawn(crate::http::serve(
@@ -161,6 +168,10 @@ pub async fn run(
     control.shutdown().await;
     tracing::info!("stopped");
     result
+}
+
+fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn split_host_port(addr: &str) -> Result<(String, u16), NodeError> {
@@ -253,6 +264,8 @@ pub async fn run_dev(args: crate::cli::DevArgs) -> Result<(), NodeError> {
 
     let mut config = NodeConfig::new(args.node_id, data_dir.clone(), broker.clone());
     config.idle_timeout = args.idle_timeout.into();
+    config.max_ts_future = args.max_ts_future.map(Into::into);
+    config.max_ts_age = args.max_ts_age.map(Into::into);
     if let Some(f) = filters {
         config.mqtt_filters = f;
     }

@@ -21,12 +21,19 @@ async fn bad_input_is_acked_counted_not_stored(mqtt_port: u16, node: &TestNode) 
     let client = client(&node.node).unwrap();
     let mut dev = Device::connect(mqtt_port, "bad").await.unwrap();
     let oversized = format!(r#"{{"ts": 3, "blob": "{}"}}"#, "x".repeat(200 * 1024));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Two days ahead: outside the default one-day future window.
+    let far_future = format!(r#"{{"ts": {}, "temp": 1}}"#, now_ms + 2 * 86_400_000);
     let bad: Vec<Vec<u8>> = vec![
         b"{not json".to_vec(),
         br#"{"ts": 1, "temp": null}"#.to_vec(),
         br#"{"ts": 2, "temp": [1, 2]}"#.to_vec(),
         oversized.into_bytes(),
         br#""just a string""#.to_vec(),
+        far_future.into_bytes(),
         b"\xff\xfe".to_vec(),
     ];
     for b in &bad {
@@ -54,6 +61,7 @@ async fn bad_input_is_acked_counted_not_stored(mqtt_port: u16, node: &TestNode) 
     assert!(rejected(&node.node, "bad_value").await >= 2.0);
     assert!(rejected(&node.node, "oversized").await >= 1.0);
     assert!(rejected(&node.node, "not_an_object").await >= 1.0);
+    assert!(rejected(&node.node, "ts_window").await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -26,6 +26,8 @@ pub struct ApiState {
     pub router: DeviceRouter,
     pub store: Arc<dyn TelemetryStore>,
     pub control: ControlPlane,
+    /// Validation limits of published samples, the same as MQTT ingest's.
+    pub limits: crate::ingest::payload::Limits,
 }
 
 /// Adds every public service to a tonic server builder.

@@ -26,14 +26,16 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
                 problem: m,
             })
         })?;
+        let received_at_ms = now_ms();
         let mut samples = Vec::with_capacity(r.samples.len());
         let mut rejections = Vec::new();
         for (i, s) in r.samples.iter().enumerate() {
             let sample = convert::sample_from_pb(s, i).map_err(ApiError::from)?;
             // Same rules as MQTT: the unit of rejection is the sample.
-            match crate::ingest::payload::validate_sample(&sample) {
+            match crate::ingest::payload::check_sample(&sample, &self.0.limits, received_at_ms) {
                 Ok(()) => samples.push(sample),
                 Err((reason, metric, message)) => {
+                    let reason = reason.as_str();
                     metrics::counter!(crate::metrics_names::INGEST_REJECTED, "reason" => reason)
                         .increment(1);
                     rejections.push(pb::Rejection {
@@ -51,7 +53,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
         } else {
             self.0
                 .router
-                .ingest(key, samples, now_ms())
+                .ingest(key, samples, received_at_ms)
                 .instrument(span)
                 .await
                 .map_err(ApiError::from)?

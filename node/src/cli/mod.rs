@@ -93,6 +93,12 @@ pub struct DevArgs {
     /// Stop a device's actor after this long without data (e.g. 5m, 90s).
     #[arg(long, default_value = "5m")]
     pub idle_timeout: humantime::Duration,
+    /// Refuse points whose `ts` is more than this after the receive time (e.g. 1d, 10m).
+    #[arg(long, value_name = "DURATION", default_value = "1d")]
+    pub max_ts_future: Option<humantime::Duration>,
+    /// Refuse points whose `ts` is more than this before the receive time (default: any age).
+    #[arg(long, value_name = "DURATION")]
+    pub max_ts_age: Option<humantime::Duration>,
     /// Address the gRPC and HTTP ports listen on.
     #[arg(long, default_value = "127.0.0.1", value_parser = parse_ip)]
     pub bind: String,

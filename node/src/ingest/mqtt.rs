@@ -97,6 +97,10 @@ pub struct MqttIngestConfig {
     pub session_expiry: Duration,
     /// Shared flag telling whether the subscription is live (for readiness).
     pub health: super::IngestHealth,
+    /// Accepted `ts` window around the receive time (see [`Limits`]). Default: at most one
+    /// day in the future, any age.
+    pub max_ts_future: Option<Duration>,
+    pub max_ts_age: Option<Duration>,
 }
 
 impl MqttIngestConfig {
@@ -111,6 +115,8 @@ impl MqttIngestConfig {
             keep_alive: Duration::from_secs(30),
             session_expiry: Duration::from_secs(7 * 24 * 3600),
             health: super::IngestHealth::default(),
+            max_ts_future: Some(Duration::from_secs(86_400)),
+            max_ts_age: None,
         }
     }
 
@@ -151,8 +157,11 @@ impl MqttIngestConfig {
 
     /// Payload limits: the documented defaults with this payload size.
     pub fn limits(&self) -> Limits {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Limits {
             max_payload_bytes: self.max_payload_bytes,
+            max_ts_future_ms: self.max_ts_future.map(ms),
+            max_ts_age_ms: self.max_ts_age.map(ms),
             ..Limits::default()
         }
     }
@@ -373,20 +382,21 @@ impl Ingress {
             outcome: Outcome::Done,
             _slot: slot,
         };
-        let parsed = match payload::parse_message(&topic, &publish.payload, &self.limits) {
-            Ok(parsed) => parsed,
-            Err(rejection) => {
-                metrics::counter!(INGEST_MESSAGES, "result" => "rejected").increment(1);
-                self.reject(
-                    &topic,
-                    rejection.device.as_ref().and(errors_topic.as_deref()),
-                    rejection.reason.as_str(),
-                    &rejection.message,
-                    None,
-                );
-                return Box::pin(std::future::ready(finished));
-            }
-        };
+        let parsed =
+            match payload::parse_message(&topic, &publish.payload, &self.limits, received_at_ms) {
+                Ok(parsed) => parsed,
+                Err(rejection) => {
+                    metrics::counter!(INGEST_MESSAGES, "result" => "rejected").increment(1);
+                    self.reject(
+                        &topic,
+                        rejection.device.as_ref().and(errors_topic.as_deref()),
+                        rejection.reason.as_str(),
+                        &rejection.message,
+                        None,
+                    );
+                    return Box::pin(std::future::ready(finished));
+                }
+            };
         let result = if parsed.samples.is_empty() {
             "rejected"
         } else {

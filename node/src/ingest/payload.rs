@@ -55,11 +55,14 @@ pub enum Reason {
     Empty,
     /// The topic is not a telemetry topic with valid ids.
     Topic,
+    /// `ts` is further in the future, or further in the past, than [`Limits`] allow
+    /// relative to the receive time (clock errors, replayed junk).
+    TsWindow,
 }
 
 impl Reason {
     /// Every reason, for tests and for pre-registering metric labels.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Oversized,
         Reason::MalformedJson,
         Reason::NotAnObject,
@@ -71,6 +74,7 @@ impl Reason {
         Reason::TooManySamples,
         Reason::Empty,
         Reason::Topic,
+        Reason::TsWindow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +90,7 @@ impl Reason {
             Reason::TooManySamples => "too_many_samples",
             Reason::Empty => "empty",
             Reason::Topic => "topic",
+            Reason::TsWindow => "ts_window",
         }
     }
 }
@@ -107,6 +112,11 @@ pub struct Limits {
     pub max_metrics: usize,
     /// Longest string value, bytes.
     pub max_string_bytes: usize,
+    /// Latest accepted `ts`, as milliseconds after the receive time. Default one day.
+    pub max_ts_future_ms: Option<i64>,
+    /// Oldest accepted `ts`, as milliseconds before the receive time. Default: no limit
+    /// (backfilling history is legitimate).
+    pub max_ts_age_ms: Option<i64>,
 }
 
 impl Default for Limits {
@@ -116,6 +126,8 @@ impl Default for Limits {
             max_samples: 1000,
             max_metrics: 256,
             max_string_bytes: 1024,
+            max_ts_future_ms: Some(86_400_000),
+            max_ts_age_ms: None,
         }
     }
 }
@@ -178,7 +190,13 @@ pub fn errors_topic(telemetry_topic: &str) -> Option<String> {
 }
 
 /// Parses one MQTT message. See the module doc for the acceptance rules.
-pub fn parse_message(topic: &str, payload: &[u8], limits: &Limits) -> Result<Parsed, Rejection> {
+/// `now_ms` is the receive time, against which the `ts` window of [`Limits`] is checked.
+pub fn parse_message(
+    topic: &str,
+    payload: &[u8],
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<Parsed, Rejection> {
     let device = parse_topic(topic)?;
     let dev = Some(device.clone());
     if payload.len() > limits.max_payload_bytes {
@@ -213,7 +231,7 @@ pub fn parse_message(topic: &str, payload: &[u8], limits: &Limits) -> Result<Par
     let mut samples = Vec::with_capacity(elements.len());
     let mut rejected = Vec::new();
     for (index, element) in elements.into_iter().enumerate() {
-        match parse_sample(element, limits) {
+        match parse_sample(element, limits).and_then(|s| in_window(s, limits, now_ms)) {
             Ok(sample) => samples.push(sample),
             Err((reason, message)) => rejected.push(SampleRejection {
                 index,
@@ -241,16 +259,18 @@ pub fn validate_device_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// Checks an already-decoded sample (the gRPC publish path) with the same rules and default
-/// [`Limits`] as MQTT payloads. The error is (reason label, offending metric or "", message).
-pub fn validate_sample(sample: &Sample) -> Result<(), (&'static str, String, String)> {
-    check_sample(sample, &Limits::default())
-        .map_err(|(reason, metric, message)| (reason.as_str(), metric, message))
-}
-
-/// [`validate_sample`] with explicit limits and a typed reason.
-pub fn check_sample(sample: &Sample, limits: &Limits) -> Result<(), (Reason, String, String)> {
+/// Checks an already-decoded sample (the gRPC publish path) with the same rules as MQTT
+/// payloads, `now_ms` being the receive time. The error is (reason, offending metric or "",
+/// message).
+pub fn check_sample(
+    sample: &Sample,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<(), (Reason, String, String)> {
     let err = |reason, metric: &str, message: String| Err((reason, metric.to_owned(), message));
+    if let Err((reason, message)) = check_window(sample.ts_ms, limits, now_ms) {
+        return err(reason, "", message);
+    }
     if let Some(ts) = sample.ts_ms
         && !(0..=MAX_TS_MS).contains(&ts)
     {
@@ -316,6 +336,33 @@ fn valid_metric_name(name: &str) -> bool {
 }
 
 type SampleError = (Reason, String);
+
+/// Refuses a `ts` outside the window of `limits` around `now_ms`; a missing `ts` (receive
+/// time) is always inside.
+fn check_window(ts_ms: Option<i64>, limits: &Limits, now_ms: i64) -> Result<(), SampleError> {
+    let Some(ts) = ts_ms else { return Ok(()) };
+    if let Some(future) = limits.max_ts_future_ms
+        && ts > now_ms.saturating_add(future)
+    {
+        return Err((
+            Reason::TsWindow,
+            format!("`ts` {ts} is more than {future} ms after the receive time {now_ms}"),
+        ));
+    }
+    if let Some(age) = limits.max_ts_age_ms
+        && ts < now_ms.saturating_sub(age)
+    {
+        return Err((
+            Reason::TsWindow,
+            format!("`ts` {ts} is more than {age} ms before the receive time {now_ms}"),
+        ));
+    }
+    Ok(())
+}
+
+fn in_window(sample: Sample, limits: &Limits, now_ms: i64) -> Result<Sample, SampleError> {
+    check_window(sample.ts_ms, limits, now_ms).map(|()| sample)
+}
 
 fn parse_sample(node: Node, limits: &Limits) -> Result<Sample, SampleError> {
     let Node::Object(mut fields) = node else {

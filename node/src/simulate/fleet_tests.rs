@@ -271,7 +271,7 @@ fn normal_payloads_are_valid_telemetry() {
     let out = run(&mut Fleet::new(cfg, 8), 30_000, 100);
     for o in &out {
         assert!(o.topic.starts_with("tenants/acme/devices/sim-"));
-        let parsed = parse_message(&o.topic, o.payload.as_bytes(), &Limits::default())
+        let parsed = parse_message(&o.topic, o.payload.as_bytes(), &Limits::default(), o.ts_ms)
             .expect("valid message");
         assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
         let [sample] = parsed.samples.as_slice() else {
@@ -296,7 +296,7 @@ fn malformed_probability_one_makes_only_invalid_telemetry() {
     let mut shapes = std::collections::BTreeSet::new();
     for o in &out {
         assert_eq!(o.kind, Kind::Malformed);
-        match parse_message(&o.topic, o.payload.as_bytes(), &Limits::default()) {
+        match parse_message(&o.topic, o.payload.as_bytes(), &Limits::default(), o.ts_ms) {
             Err(rejection) => {
                 shapes.insert(rejection.reason.as_str());
             }

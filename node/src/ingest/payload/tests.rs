@@ -5,6 +5,10 @@ use super::*;
 
 const T: &str = "devices/d1/telemetry";
 
+/// Receive time of the tests about other rules: the end of representable time, so the `ts`
+/// window (checked relative to it) never interferes. The window has its own table below.
+const NOW: i64 = MAX_TS_MS;
+
 fn num(n: f64) -> Value {
     Value::Number(n)
 }
@@ -167,14 +171,14 @@ fn accepted_forms() {
         ),
     ];
     for (payload, want) in cases {
-        let got = parse_message(T, payload.as_bytes(), &Limits::default())
+        let got = parse_message(T, payload.as_bytes(), &Limits::default(), NOW)
             .unwrap_or_else(|e| panic!("{payload}: {e:?}"));
         assert_eq!(got.device, DeviceKey::default_tenant("d1"));
         assert_eq!(got.rejected, vec![], "{payload}");
         assert_eq!(got.samples, want, "{payload}");
     }
     let max_ts = format!("{{\"ts\": {MAX_TS_MS}, \"a\": 1}}");
-    let got = parse_message(T, max_ts.as_bytes(), &Limits::default()).unwrap();
+    let got = parse_message(T, max_ts.as_bytes(), &Limits::default(), NOW).unwrap();
     assert_eq!(got.samples[0].ts_ms, Some(MAX_TS_MS));
 }
 
@@ -214,7 +218,7 @@ fn message_rejections() {
         ("devices/d1/nope", b"{\"a\": 1}", Reason::Topic),
     ];
     for (topic, payload, reason) in cases {
-        let err = parse_message(topic, payload, &limits).unwrap_err();
+        let err = parse_message(topic, payload, &limits, NOW).unwrap_err();
         assert_eq!(err.reason, *reason, "{topic} {payload:?}: {err:?}");
         let want_device = (*reason != Reason::Topic).then(|| DeviceKey::default_tenant("d1"));
         assert_eq!(err.device, want_device);
@@ -223,8 +227,8 @@ fn message_rejections() {
     // Exactly at the limits is fine.
     let at_limit = format!("{{\"a\": \"{}\"}}", "x".repeat(100 - 9));
     assert_eq!(at_limit.len(), 100);
-    assert!(parse_message(T, at_limit.as_bytes(), &limits).is_ok());
-    assert!(parse_message(T, b"[{\"a\":1},{\"a\":2}]", &limits).is_ok());
+    assert!(parse_message(T, at_limit.as_bytes(), &limits, NOW).is_ok());
+    assert!(parse_message(T, b"[{\"a\":1},{\"a\":2}]", &limits, NOW).is_ok());
 }
 
 #[test]
@@ -247,7 +251,7 @@ fn sample_rejections() {
         format!("{{{metrics256}}}"),
     ];
     for payload in &ok {
-        let got = parse_message(T, payload.as_bytes(), &Limits::default()).unwrap();
+        let got = parse_message(T, payload.as_bytes(), &Limits::default(), NOW).unwrap();
         assert_eq!((got.samples.len(), got.rejected.len()), (1, 0));
     }
     let cases: Vec<(String, Reason)> = vec![
@@ -305,7 +309,7 @@ fn sample_rejections() {
         (r#"[{"a": 1}, [{"a": 1}]]"#.into(), Reason::NotAnObject),
     ];
     for (payload, reason) in cases {
-        let got = parse_message(T, payload.as_bytes(), &Limits::default())
+        let got = parse_message(T, payload.as_bytes(), &Limits::default(), NOW)
             .unwrap_or_else(|e| panic!("{payload}: {e:?}"));
         let rejected = got.rejected.last().unwrap_or_else(|| panic!("{payload}"));
         assert_eq!(rejected.reason, reason, "{payload}: {rejected:?}");
@@ -330,6 +334,7 @@ fn partial_acceptance_keeps_valid_samples_of_a_batch() {
         "tenants/acme/devices/d9/telemetry",
         payload.as_bytes(),
         &Limits::default(),
+        NOW,
     )
     .unwrap();
     assert_eq!(got.device, DeviceKey::new("acme", "d9"));
@@ -358,7 +363,7 @@ fn reasons_have_distinct_labels() {
 #[test]
 fn decoded_samples_follow_the_same_rules() {
     let ok = sample(Some(1), None, &[("a", num(1.0)), ("b", Value::Bool(false))]);
-    assert_eq!(validate_sample(&ok), Ok(()));
+    assert_eq!(check_sample(&ok, &Limits::default(), NOW), Ok(()));
     let pos = |lat, lon| Value::Position { lat, lon };
     let cases: Vec<(Sample, &str, &str)> = vec![
         (sample(Some(-1), None, &[("a", num(1.0))]), "bad_ts", ""),
@@ -390,7 +395,9 @@ fn decoded_samples_follow_the_same_rules() {
         ),
     ];
     for (s, reason, metric) in cases {
-        let (got_reason, got_metric, message) = validate_sample(&s).unwrap_err();
+        let (got_reason, got_metric, message) =
+            check_sample(&s, &Limits::default(), NOW).unwrap_err();
+        let got_reason = got_reason.as_str();
         assert_eq!((got_reason, got_metric.as_str()), (reason, metric), "{s:?}");
         assert!(!message.is_empty());
     }
@@ -401,9 +408,56 @@ fn decoded_samples_follow_the_same_rules() {
         values: many,
     };
     assert_eq!(
-        validate_sample(&too_many).unwrap_err().0,
-        "too_many_metrics"
+        check_sample(&too_many, &Limits::default(), NOW)
+            .unwrap_err()
+            .0,
+        Reason::TooManyMetrics
     );
     assert!(validate_device_id("pump-7").is_ok());
     assert!(validate_device_id("pump 7").is_err());
+}
+
+#[test]
+fn ts_window_is_relative_to_receive_time() {
+    let now = 1_732_200_000_000;
+    let day = 86_400_000;
+    let limits = Limits {
+        max_ts_age_ms: Some(30 * day),
+        ..Limits::default()
+    };
+    // (ts, accepted): the default future window is one day; the age limit here 30 days.
+    let cases = [
+        (now, true),
+        (now + day, true),
+        (now + day + 1, false),
+        (now - 30 * day, true),
+        (now - 30 * day - 1, false),
+        (0, false),
+    ];
+    for (ts, accepted) in cases {
+        let payload = format!(r#"[{{"ts": {ts}, "t": 1}}, {{"t": 2}}]"#);
+        let got = parse_message(T, payload.as_bytes(), &limits, now).unwrap();
+        assert_eq!(got.samples.len(), if accepted { 2 } else { 1 }, "ts {ts}");
+        if !accepted {
+            assert_eq!(got.rejected[0].index, 0);
+            assert_eq!(got.rejected[0].reason, Reason::TsWindow);
+        }
+        let sample = Sample {
+            ts_ms: Some(ts),
+            seq: None,
+            values: vec![("t".into(), Value::Number(1.0))],
+        };
+        assert_eq!(
+            check_sample(&sample, &limits, now).is_ok(),
+            accepted,
+            "ts {ts}"
+        );
+    }
+    // Without an age limit (the default) old history is accepted.
+    assert!(
+        parse_message(T, br#"{"ts": 1, "t": 1}"#, &Limits::default(), now)
+            .unwrap()
+            .rejected
+            .is_empty()
+    );
 }
