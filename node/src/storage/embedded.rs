@@ -153,18 +153,13 @@ impl TelemetryStore for EmbeddedStore {
     }
 
     async fn query(&self, query: RangeQuery) -> Result<Page, StorageError> {
-        if query.limit == 0 {
-            return Err(StorageError::Invalid {
-                field: "limit",
-                problem: "must be at least 1".to_owned(),
-            });
-        }
+        query.check()?;
         let after = query
             .page_token
             .as_deref()
             .map(|t| codec::decode_token(TOKEN_PREFIX, t))
             .transpose()?;
-        if query.to_ms <= query.from_ms {
+        if query.is_empty_range() {
             return Ok(Page::default());
         }
         self.read(move |txn| read_range(txn, &query, after)).await

@@ -45,6 +45,25 @@ pub struct RangeQuery {
     pub page_token: Option<String>,
 }
 
+impl RangeQuery {
+    /// Checks what every backend must refuse: a zero `limit` (it would page forever).
+    pub fn check(&self) -> Result<(), StorageError> {
+        if self.limit == 0 {
+            return Err(StorageError::Invalid {
+                field: "limit",
+                problem: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the range holds no time at all (`to_ms <= from_ms`): an empty page, not an
+    /// error.
+    pub fn is_empty_range(&self) -> bool {
+        self.to_ms <= self.from_ms
+    }
+}
+
 /// One page of a range read, ordered by (metric, ts).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Page {

@@ -263,18 +263,13 @@ impl TelemetryStore for ScyllaStore {
     }
 
     async fn query(&self, query: RangeQuery) -> Result<Page, StorageError> {
-        if query.limit == 0 {
-            return Err(StorageError::Invalid {
-                field: "limit",
-                problem: "must be at least 1".to_owned(),
-            });
-        }
+        query.check()?;
         let after = query
             .page_token
             .as_deref()
             .map(codec::decode_token)
             .transpose()?;
-        if query.to_ms <= query.from_ms {
+        if query.is_empty_range() {
             return Ok(Page::default());
         }
         self.read_range(&query, after).await
