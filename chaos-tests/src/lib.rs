@@ -43,6 +43,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A positive count from the environment variable `name`, or `default` when it is unset: the
+/// size knobs of benches and load runs (`BENCH_DEVICES=200`, …).
+pub fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(name) {
+        Ok(value) => {
+            let n: usize = value
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name}={value:?} is not a count"))?;
+            anyhow::ensure!(n > 0, "{name} must be at least 1");
+            Ok(n)
+        }
+        Err(_) => Ok(default),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use starling_chaos::env_count;
+
 use anyhow::{Context, bail};
 use starling_chaos::load::{self, CountingSubscriber, Workload};
 use starling_chaos::{Mosquitto, MosquittoOptions, NodeOptions, StarlingNode};
@@ -59,21 +61,6 @@ impl BenchConfig {
             messages: env_count("BENCH_MESSAGES", default_messages)?,
             bin,
         })
-    }
-}
-
-fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(value) => {
-            let n: usize = value
-                .parse()
-                .with_context(|| format!("{name}={value:?} is not a count"))?;
-            if n == 0 {
-                bail!("{name} must be at least 1");
-            }
-            Ok(n)
-        }
-        Err(_) => Ok(default),
     }
 }
 

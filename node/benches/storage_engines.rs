@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use fjall::{KeyspaceCreateOptions, PersistMode};
 use redb::{Durability, ReadableDatabase, TableDefinition};
+use starling_chaos::env_count;
 use tokio::sync::{mpsc, oneshot};
 
 const TENANT: &str = "default";
@@ -210,21 +211,6 @@ impl Config {
         // Points are dealt to devices round-robin: device d gets indexes d, d + 10, ...
         let per_device = (self.points + LOAD_DEVICES - 1 - device) / LOAD_DEVICES;
         per_device.min(DAY_POINTS)
-    }
-}
-
-fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(value) => {
-            let n: usize = value
-                .parse()
-                .with_context(|| format!("{name}={value:?} is not a count"))?;
-            if n == 0 {
-                bail!("{name} must be at least 1");
-            }
-            Ok(n)
-        }
-        Err(_) => Ok(default),
     }
 }
 

@@ -91,6 +91,23 @@ pub(super) struct Cursor {
     pub(super) ts_ms: TimestampMs,
 }
 
+/// Where a read of `metric` starts in a range beginning at `from_ms`, given the cursor of the
+/// previous page (reads are ordered by metric, then ts): `None` when the cursor is already
+/// past the whole metric, which is then skipped.
+pub(super) fn resume_from(
+    after: Option<&Cursor>,
+    metric: &str,
+    from_ms: TimestampMs,
+) -> Option<TimestampMs> {
+    match after {
+        Some(cursor) if cursor.metric.as_str() > metric => None,
+        Some(cursor) if cursor.metric == metric => {
+            cursor.ts_ms.checked_add(1).map(|next| next.max(from_ms))
+        }
+        _ => Some(from_ms),
+    }
+}
+
 /// Encodes a cursor as an opaque, URL- and JSON-safe token: `<prefix>.<ts>.<hex of the
 /// metric>`. The metric is hex-encoded so that any metric name (dots, unicode) survives. Each
 /// backend has its own prefix (with a format version in it), so a token of one backend or of
@@ -193,6 +210,30 @@ mod tests {
             assert!(
                 matches!(decode_value(bytes), Err(StorageError::Engine(_))),
                 "{bytes:?} decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn resume_from_table() {
+        let c = |metric: &str, ts_ms| Cursor {
+            metric: metric.to_owned(),
+            ts_ms,
+        };
+        // (cursor, metric, from, expected start)
+        let cases = [
+            (None, "b", 5, Some(5)),
+            (Some(c("a", 9)), "b", 5, Some(5)), // cursor on an earlier metric
+            (Some(c("c", 9)), "b", 5, None),    // cursor past this metric
+            (Some(c("b", 9)), "b", 5, Some(10)), // strictly after the cursor
+            (Some(c("b", 2)), "b", 5, Some(5)), // never before the range
+            (Some(c("b", i64::MAX)), "b", 5, None),
+        ];
+        for (cursor, metric, from, want) in cases {
+            assert_eq!(
+                resume_from(cursor.as_ref(), metric, from),
+                want,
+                "{cursor:?}"
             );
         }
     }

@@ -284,13 +284,8 @@ fn read_range(
     let wanted = query.limit.saturating_add(1);
     let mut points: Vec<Point> = Vec::with_capacity(wanted.min(1024));
     'metrics: for metric in metrics {
-        let from_ms = match &after {
-            Some(cursor) if cursor.metric > metric => continue,
-            Some(cursor) if cursor.metric == metric => match cursor.ts_ms.checked_add(1) {
-                Some(next) => next.max(query.from_ms),
-                None => continue,
-            },
-            _ => query.from_ms,
+        let Some(from_ms) = codec::resume_from(after.as_ref(), &metric, query.from_ms) else {
+            continue;
         };
         if from_ms >= query.to_ms {
             continue;

@@ -7,7 +7,7 @@
 use crate::model::{TimestampMs, Value};
 use crate::storage::StorageError;
 use crate::storage::codec as shared;
-pub(super) use crate::storage::codec::{Cursor, decode_value, encode_value};
+pub(super) use crate::storage::codec::{Cursor, decode_value, encode_value, resume_from};
 
 /// Milliseconds in a UTC day: the width of one `points` partition.
 pub(super) const DAY_MS: i64 = 86_400_000;
