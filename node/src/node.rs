@@ -192,7 +192,7 @@ impl PointSink for RouterSink {
     async fn ingest(
         &self,
         device: DeviceKey,
-        samples: Vec<Sample>,
+        samples: Arc<[Sample]>,
         received_at_ms: i64,
     ) -> Result<(), SinkError> {
         self.0

@@ -134,7 +134,7 @@ impl PointSink for RecordingSink {
     async fn ingest(
         &self,
         device: DeviceKey,
-        samples: Vec<Sample>,
+        samples: Arc<[Sample]>,
         _received_at_ms: i64,
     ) -> Result<(), SinkError> {
         if device.device != PROBE {
@@ -154,7 +154,7 @@ impl PointSink for RecordingSink {
             tokio::time::sleep(self.delay).await;
         }
         let mut stored = self.stored.lock().unwrap();
-        stored.extend(samples.into_iter().map(|s| (device.clone(), s)));
+        stored.extend(samples.iter().map(|s| (device.clone(), s.clone())));
         Ok(())
     }
 }

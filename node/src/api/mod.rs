@@ -136,7 +136,7 @@ impl pb::rules_server::Rules for RulesApi {
         &self,
         _req: Request<pb::ListRulesRequest>,
     ) -> Result<Response<pb::ListRulesResponse>, Status> {
-        let mut rules = self.0.control.rules();
+        let mut rules = self.0.control.rules().to_vec();
         rules.sort_by(|a, b| a.doc.id.cmp(&b.doc.id));
         Ok(Response::new(pb::ListRulesResponse {
             rules: rules.iter().map(convert::rule_to_pb).collect(),

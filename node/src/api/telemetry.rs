@@ -53,7 +53,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
         } else {
             self.0
                 .router
-                .ingest(key, samples, received_at_ms)
+                .ingest(key, samples.into(), received_at_ms)
                 .instrument(span)
                 .await
                 .map_err(ApiError::from)?

@@ -41,7 +41,7 @@ use crate::storage::TelemetryStore;
 pub enum DeviceMsg {
     /// Store and evaluate samples; reply when durable and committed.
     Ingest {
-        samples: Vec<Sample>,
+        samples: Arc<[Sample]>,
         received_at_ms: TimestampMs,
         reply: RpcReplyPort<Result<IngestReport, DeviceError>>,
         /// The caller's span, so the point's trace continues through the actor (explicit,
@@ -87,7 +87,7 @@ impl Actor for DeviceActor {
         let shard = shard::shard_of(&args.key, args.settings.shards);
         // Rehydrate: which of this device's alarms are active, from the control plane.
         let mut core = DeviceState::new(args.key.clone());
-        for rule in args.control.rules() {
+        for rule in args.control.rules().iter() {
             if rule.selects(&args.key)
                 && args
                     .control

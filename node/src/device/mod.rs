@@ -106,12 +106,13 @@ impl DeviceRouter {
     pub async fn ingest(
         &self,
         device: DeviceKey,
-        samples: Vec<Sample>,
+        samples: Arc<[Sample]>,
         received_at_ms: TimestampMs,
     ) -> Result<IngestReport, DeviceError> {
         let mut last_err = String::new();
         for _ in 0..ROUTE_ATTEMPTS {
             let actor = self.actor_for(&device).await?;
+            // A retry re-sends the same shared samples: no copy.
             let samples = samples.clone();
             let span = tracing::Span::current();
             let res = actor

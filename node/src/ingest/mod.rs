@@ -10,6 +10,8 @@
 //! the device actor and the store live behind [`PointSink`], implemented by the node), check
 //! that a device exists, or authenticate devices (the broker's job, DESIGN §5).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use thiserror::Error;
 
@@ -36,7 +38,7 @@ pub trait PointSink: Send + Sync + 'static {
     async fn ingest(
         &self,
         device: DeviceKey,
-        samples: Vec<Sample>,
+        samples: Arc<[Sample]>,
         received_at_ms: i64,
     ) -> Result<(), SinkError>;
 }

@@ -431,7 +431,7 @@ impl Ingress {
             finished.outcome = store(
                 sink,
                 parsed.device,
-                parsed.samples,
+                parsed.samples.into(),
                 received_at_ms,
                 generation,
                 connection,
@@ -520,7 +520,7 @@ impl Ingress {
 async fn store(
     sink: Arc<dyn PointSink>,
     device: DeviceKey,
-    samples: Vec<Sample>,
+    samples: Arc<[Sample]>,
     received_at_ms: i64,
     generation: u64,
     mut connection: watch::Receiver<u64>,

@@ -262,7 +262,8 @@ impl ControlPlane {
     }
 
     /// All rules, from the in-memory cache (kept in sync by apply).
-    pub fn rules(&self) -> Vec<Rule> {
+    /// Every rule, ordered by (tenant, id); cheap (a shared list, rebuilt only on change).
+    pub fn rules(&self) -> std::sync::Arc<[Rule]> {
         self.inner.caches.rules()
     }
 

@@ -43,13 +43,28 @@ use crate::shard::ShardId;
 #[derive(Default, Debug)]
 pub struct Caches {
     rules: RwLock<BTreeMap<(String, String), Rule>>,
+    /// The same rules as a shared list, rebuilt only when a rule changes: every telemetry
+    /// message reads it, so a read is an `Arc` clone, not a copy of every rule.
+    rules_list: RwLock<Arc<[Rule]>>,
     shards: RwLock<BTreeMap<ShardId, (u64, u64)>>,
 }
 
 impl Caches {
-    pub fn rules(&self) -> Vec<Rule> {
-        let rules = self.rules.read().unwrap_or_else(PoisonError::into_inner);
-        rules.values().cloned().collect()
+    /// Every rule, ordered by (tenant, id).
+    pub fn rules(&self) -> Arc<[Rule]> {
+        self.rules_list
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Rebuilds the shared list from the map; called with the map's write lock held, so the
+    /// list never lags behind a later change.
+    fn publish_rules(&self, rules: &BTreeMap<(String, String), Rule>) {
+        *self
+            .rules_list
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = rules.values().cloned().collect();
     }
 
     pub fn rule(&self, tenant: &str, id: &str) -> Option<Rule> {
@@ -78,6 +93,7 @@ impl Caches {
                     Some(rule) => rules.insert(key, rule.clone()),
                     None => rules.remove(&key),
                 };
+                self.publish_rules(&rules);
             }
             Applied::ShardsAssigned {
                 node,
@@ -125,6 +141,7 @@ impl Caches {
             }
         }
         *cached = rules;
+        self.publish_rules(&cached);
         Ok(changes)
     }
 }
