@@ -7,6 +7,8 @@
 //! ## Layout
 //! - [`node`]: [`StarlingNode`], one `starling dev` process with its data dir, ports and log;
 //!   start, SIGKILL, SIGTERM, restart on the same ports, read its metrics.
+//! - [`cluster`]: [`cluster::ServeCluster`], several `starling serve` processes with their
+//!   certificates and configs; SIGKILL, SIGSTOP/SIGCONT, restart and join per node.
 //! - [`mosquitto`]: [`Mosquitto`], a throwaway broker configured with the queue and in-flight
 //!   settings we ship in `docker/mosquitto/mosquitto.conf`.
 //! - [`load`]: MQTT device load (rumqttc): publish a telemetry workload at QoS 1, count what a
@@ -20,6 +22,7 @@
 //! test sees exactly what a user sees), and never waits without a bound: every wait has a
 //! deadline and fails with the process's log tail.
 
+pub mod cluster;
 pub mod http;
 pub mod load;
 pub mod metrics;

@@ -12,10 +12,12 @@ use crate::proto::devices_client::DevicesClient;
 use crate::proto::rules_client::RulesClient;
 use crate::proto::telemetry_client::TelemetryClient;
 use crate::proto::{
-    AckAlarmRequest, Alarm, AlarmEvent, ApplyRuleRequest, ClusterStatus, ClusterStatusRequest,
-    DeleteRuleRequest, Device, GetDeviceRequest, GetRuleRequest, LatestRequest, ListAlarmsRequest,
-    ListDevicesRequest, ListRulesRequest, Point, PublishRequest, PublishResponse, QueryRequest,
-    QueryResponse, Rule, Sample, WatchAlarmsRequest,
+    AckAlarmRequest, Alarm, AlarmEvent, ApplyRuleRequest, ClusterMembersRequest,
+    ClusterMembersResponse, ClusterShardsRequest, ClusterShardsResponse, ClusterStatus,
+    ClusterStatusRequest, DeleteRuleRequest, Device, GetDeviceRequest, GetRuleRequest,
+    LatestRequest, ListAlarmsRequest, ListDevicesRequest, ListRulesRequest, Point, PublishRequest,
+    PublishResponse, QueryRequest, QueryResponse, RemoveMemberRequest, Rule, Sample,
+    WatchAlarmsRequest,
 };
 use crate::{Client, Error};
 
@@ -220,6 +222,41 @@ impl Client {
                 .status(ClusterStatusRequest {})
                 .await?
                 .into_inner())
+        })
+        .await
+    }
+
+    /// Every member with its health and lease as the leader sees it (recorded state when
+    /// the answering node is not the leader).
+    pub async fn cluster_members(&self) -> Result<ClusterMembersResponse, Error> {
+        self.call(|ch| async move {
+            Ok(ClusterClient::new(ch)
+                .members(ClusterMembersRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
+    /// The shard map as runs of consecutive shards with the same owner and epoch.
+    pub async fn cluster_shards(&self) -> Result<ClusterShardsResponse, Error> {
+        self.call(|ch| async move {
+            Ok(ClusterClient::new(ch)
+                .shards(ClusterShardsRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
+    /// Removes a node from the cluster: its shards move to the others, then it leaves the
+    /// Raft membership.
+    pub async fn remove_member(&self, node_id: u64) -> Result<(), Error> {
+        self.call(|ch| async move {
+            ClusterClient::new(ch)
+                .remove_member(RemoveMemberRequest { node_id })
+                .await?;
+            Ok(())
         })
         .await
     }

@@ -10,13 +10,17 @@
 //!   (`device::state`); the actor executes its effects (persist, commit alarm transitions).
 //! - [`rules`]: rule evaluation, pure.
 //! - [`storage`]: the telemetry store trait and its backends.
-//! - [`raft`]: the control plane: one openraft group holding rules, shard map and alarms.
-//! - [`shard`]: which shard a device belongs to, pure.
+//! - [`cluster`]: membership, leases and routing: which node serves which device now,
+//!   forwarding points to their owner, the leader's failure detection and placement.
+//! - [`raft`]: the control plane: one openraft group holding members, the shard map and its
+//!   history, rules and alarms; its peer transport.
+//! - [`shard`]: which shard a device belongs to, and placement of shards on nodes, pure.
 //! - [`api`]: tonic services of the public API, proto conversions, error → status mapping.
 //! - [`http`]: admin HTTP port: `/metrics`, `/healthz`, `/readyz`.
 //! - [`certs`] and [`tls`]: dev certificate authority (rcgen) and rustls configuration.
 //! - [`telemetry`]: tracing and OpenTelemetry setup; [`metrics_names`]: metric names.
-//! - [`node`]: wires the above into a running node: `node::run(listeners, config, shutdown)`.
+//! - [`node`]: wires the above into a running node:
+//!   `node::run(listeners, config, cluster, shutdown)`.
 //! - [`cli`]: the `starling` command line (server commands and client commands over the SDK).
 //! - [`simulate`]: `starling simulate`, a device fleet publishing over MQTT (pure fleet model,
 //!   thin rumqttc shell).
@@ -25,6 +29,7 @@
 pub mod api;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod device;
 pub mod http;

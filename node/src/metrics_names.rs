@@ -31,3 +31,9 @@ pub const RAFT_APPLIED: &str = "starling_raft_last_applied";
 pub const RAFT_IS_LEADER: &str = "starling_raft_is_leader";
 /// Counter. gRPC requests refused, by `code`.
 pub const API_ERRORS: &str = "starling_api_errors_total";
+/// Counter. Messages stored by another node (forwarded because it owns their shard).
+pub const FORWARDED: &str = "starling_forwarded_messages_total";
+/// Histogram. Items per `Data.Forward` batch.
+pub const FORWARD_BATCH: &str = "starling_forward_batch_items";
+/// Counter. Shards that moved to this node or away from it. Label `direction`: `gained` | `lost`.
+pub const SHARD_MOVES: &str = "starling_shard_moves_total";

@@ -1,25 +1,29 @@
 //! Wires the layers into a running node: `run(listeners, config, shutdown)`.
 //!
-//! Start order: store → control plane → device router → gRPC and HTTP servers → MQTT ingest.
-//! Stop order is the reverse, so nothing is acknowledged that is not stored: ingest stops
-//! taking messages and drains its in-flight acks first, then the servers stop, then actors,
-//! then the store closes and Raft shuts down.
+//! Start order: store → control plane → peer server → cluster loops (join, register,
+//! leases) → device router → gRPC and HTTP servers → MQTT ingest. Stop order is the reverse,
+//! so nothing is acknowledged that is not stored: ingest stops taking messages and drains its
+//! in-flight acks first, then the servers and cluster loops stop, then actors, then the store
+//! closes and Raft shuts down.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::{self, ApiState};
+use crate::cluster::forward::{ClusterSink, Forwarder};
+use crate::cluster::peers::Peers;
+use crate::cluster::service::{ControlService, DataService};
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::NodeConfig;
 use crate::device::{DeviceRouter, DeviceSettings};
-use crate::ingest::{self, PointSink, SinkError};
-use crate::model::{DeviceKey, Sample};
-use crate::raft::ControlPlane;
+use crate::ingest::{self, PointSink};
+use crate::raft::network::NetworkFactory;
+use crate::raft::{ControlPlane, OpenOptions, Start};
 use crate::storage::TelemetryStore;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::{certs, tls};
@@ -63,32 +67,59 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// Admin HTTP: /metrics, /healthz, /readyz.
     pub http: TcpListener,
+    /// Peer gRPC (Raft, forwarding; mTLS with node certificates). `None` for a cluster of
+    /// one, which has no peers.
+    pub peer: Option<TcpListener>,
+}
+
+/// How this node takes part in the cluster.
+pub struct ClusterOptions {
+    pub start: Start,
+    pub settings: ClusterSettings,
+    /// The node certificate and cluster CA for the peer port; required unless
+    /// `start` is [`Start::Single`].
+    pub peer_tls: Option<tls::PeerTls>,
+    /// Rescue the broker sessions of nodes marked down when named rescuer (DESIGN.md §5).
+    pub rescue_sessions: bool,
 }
 
 /// Runs a node until `shutdown` resolves, then stops gracefully.
 pub async fn run(
     listeners: Listeners,
     config: NodeConfig,
+    cluster: ClusterOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     config.validate()?;
     tls::install_crypto_provider();
     std::fs::create_dir_all(&config.data_dir).map_err(io("create data dir"))?;
+    let ClusterOptions {
+        start,
+        settings,
+        peer_tls,
+        rescue_sessions,
+    } = cluster;
+    let client_tls = match (&peer_tls, &start) {
+        (Some(t), _) => t.client_config(),
+        (None, Start::Single) => tonic::transport::ClientTlsConfig::new(),
+        (None, _) => return Err(NodeError::Tls("a cluster node needs peer TLS".into())),
+    };
 
     let store: Arc<dyn TelemetryStore> =
         EmbeddedStore::open(&config.data_dir.join("store"), EmbeddedOptions::default())?;
-    let peer_addr = listeners
-        .grpc
-        .local_addr()
-        .map_err(io("grpc listener address"))?
-        .to_string();
-    let control = ControlPlane::open_single(
-        &config.data_dir.join("raft"),
-        config.node_id,
-        &peer_addr,
-        config.shards,
-    )
+    let joining = matches!(start, Start::Join);
+    let control = ControlPlane::open(OpenOptions {
+        dir: config.data_dir.join("raft"),
+        node_id: config.node_id,
+        peer_addr: settings.peer_addr.clone(),
+        shards: config.shards,
+        network: NetworkFactory::new(client_tls.clone()),
+        start,
+    })
     .await?;
+    let peers = Peers::new(client_tls);
+    let cluster =
+        Cluster::new(control.clone(), settings, peers.clone()).map_err(io("open the lease log"))?;
     let router = DeviceRouter::new(
         store.clone(),
         control.clone(),
@@ -103,10 +134,71 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    // The peer port first: Raft, joins and forwarded points arrive there.
+    let peer_server = match (listeners.peer, &peer_tls) {
+        (Some(listener), Some(t)) => {
+            let check = tls::require_node_cert as crate::raft::network::server::NodeCertCheck;
+            let control_svc =
+                starling_proto::peer::control_server::ControlServer::new(ControlService {
+                    cluster: cluster.clone(),
+                });
+            let data_svc = starling_proto::peer::data_server::DataServer::new(DataService {
+                cluster: cluster.clone(),
+                router: router.clone(),
+                store: store.clone(),
+            })
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024);
+            let server = tonic::transport::Server::builder()
+                .tls_config(t.server_config())?
+                .add_service(crate::raft::network::server::raft_routes(
+                    control.raft().clone(),
+                ))
+                .add_service(tonic::service::interceptor::InterceptedService::new(
+                    control_svc,
+                    check,
+                ))
+                .add_service(tonic::service::interceptor::InterceptedService::new(
+                    data_svc, check,
+                ))
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stopped(stop_rx.clone()),
+                );
+            Some(tokio::spawn(server))
+        }
+        (None, _) => None,
+        (Some(_), None) => return Err(NodeError::Tls("the peer port needs peer TLS".into())),
+    };
+    if joining && !control.raft().is_initialized().await.unwrap_or(false) {
+        cluster
+            .join(stop_rx.clone())
+            .await
+            .map_err(NodeError::Ingest)?;
+    }
+    let mut background = cluster.start(stop_rx.clone());
+    background.push(tokio::spawn(stop_released_actors(
+        cluster.clone(),
+        router.clone(),
+        stop_rx.clone(),
+    )));
+
+    let sink: Arc<dyn PointSink> = Arc::new(ClusterSink {
+        cluster: cluster.clone(),
+        router: router.clone(),
+        forwarder: Forwarder::new(peers),
+    });
     let server_tls = tls::server_tls_from_files(&config.tls_ca, &config.tls_cert, &config.tls_key)
         .map_err(|e| NodeError::Tls(e.to_string()))?;
     let state = ApiState {
         router: router.clone(),
+        sink: sink.clone(),
+        cluster: cluster.clone(),
+        reads: crate::cluster::reads::Reads {
+            cluster: cluster.clone(),
+            store: store.clone(),
+            routed: true,
+        },
         store: store.clone(),
         control: control.clone(),
         limits: ingest::payload::Limits {
@@ -138,7 +230,14 @@ pub async fn run(
         mqtt_cfg.health.clone(),
         stopped(stop_rx.clone()),
     ));
-    let sink: Arc<dyn PointSink> = Arc::new(RouterSink(router.clone()));
+    if rescue_sessions {
+        background.push(tokio::spawn(crate::cluster::rescue::run(
+            cluster.clone(),
+            sink.clone(),
+            mqtt_cfg.clone(),
+            stop_rx.clone(),
+        )));
+    }
     let ingest = tokio::spawn(ingest::mqtt::run(mqtt_cfg, sink, stop_rx.clone()));
 
     tracing::info!(node = config.node_id, "node running");
@@ -163,11 +262,40 @@ pub async fn run(
     if let Ok(Err(e)) = http.await {
         tracing::warn!(error = %e, "http server stopped with an error");
     }
+    for task in background {
+        let _ = task.await;
+    }
+    if let Some(peer) = peer_server
+        && let Ok(Err(e)) = peer.await
+    {
+        tracing::warn!(error = %e, "peer server stopped with an error");
+    }
     router.stop_all();
     store.close().await;
     control.shutdown().await;
     tracing::info!("stopped");
     result
+}
+
+/// Stops the actors of shards this node no longer serves.
+async fn stop_released_actors(
+    cluster: Cluster,
+    router: DeviceRouter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut released = cluster.subscribe_released();
+    loop {
+        tokio::select! {
+            // Shards released by a move or a lost lease.
+            r = released.recv() => match r {
+                Ok(shards) => router.stop_shards(&shards),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            // Node shutdown.
+            _ = crate::cluster::stopped(&mut stop) => break,
+        }
+    }
 }
 
 fn duration_ms(d: std::time::Duration) -> i64 {
@@ -182,28 +310,6 @@ fn split_host_port(addr: &str) -> Result<(String, u16), NodeError> {
         .parse()
         .map_err(|_| NodeError::Ingest(format!("broker port in {addr:?} is not a number")))?;
     Ok((host.to_owned(), port))
-}
-
-/// Ingest's view of the device router.
-struct RouterSink(DeviceRouter);
-
-#[async_trait]
-impl PointSink for RouterSink {
-    async fn ingest(
-        &self,
-        device: DeviceKey,
-        samples: Arc<[Sample]>,
-        received_at_ms: i64,
-    ) -> Result<(), SinkError> {
-        self.0
-            .ingest(device, samples, received_at_ms)
-            .await
-            .map(|_| ())
-            .map_err(|e| SinkError {
-                retryable: e.is_retryable(),
-                message: e.to_string(),
-            })
-    }
 }
 
 /// `starling dev`: one node with an embedded broker (unless `--broker`), embedded store and
@@ -287,7 +393,28 @@ pub async fn run_dev(args: crate::cli::DevArgs) -> Result<(), NodeError> {
         "       starling telemetry query --profile {} --device truck-1 --format json",
         pki.profile.display()
     );
-    run(Listeners { grpc, http }, config, shutdown_signal()).await
+    let cluster = ClusterOptions {
+        start: Start::Single,
+        settings: ClusterSettings::single(
+            config.shards,
+            grpc_addr.to_string(),
+            grpc_addr.to_string(),
+            config.mqtt_client_id.clone(),
+        ),
+        peer_tls: None,
+        rescue_sessions: false,
+    };
+    run(
+        Listeners {
+            grpc,
+            http,
+            peer: None,
+        },
+        config,
+        cluster,
+        shutdown_signal(),
+    )
+    .await
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -321,4 +448,65 @@ pub async fn shutdown_signal() {
 fn mqtt5_port(args: &crate::cli::DevArgs) -> u16 {
     args.mqtt5_port
         .unwrap_or_else(|| args.mqtt_port.saturating_add(1))
+}
+
+/// `starling serve`: a production node from a validated [`ServeConfig`], in the foreground
+/// until SIGINT or SIGTERM.
+///
+/// [`ServeConfig`]: crate::config::serve::ServeConfig
+pub async fn run_serve(config: crate::config::serve::ServeConfig) -> Result<(), NodeError> {
+    tls::install_crypto_provider();
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(io(format!("bind {what} port {addr}")))
+    };
+    let peer = bind(config.listen.peer, "peer").await?;
+    let grpc = bind(config.listen.client, "client gRPC").await?;
+    let http = bind(config.listen.http, "HTTP").await?;
+    let peer_tls = tls::PeerTls::from_files(&config.tls.ca, &config.tls.cert, &config.tls.key)
+        .map_err(|e| NodeError::Tls(e.to_string()))?;
+    let c = &config.cluster;
+    let start = if !c.bootstrap.is_empty() {
+        Start::Bootstrap(c.bootstrap.iter().map(|v| (v.id, v.peer.clone())).collect())
+    } else {
+        Start::Join
+    };
+    let settings = ClusterSettings {
+        heartbeat: c.heartbeat,
+        lease: c.lease,
+        failure_timeout: c.failure_timeout,
+        drift_margin: c.drift_margin,
+        max_voters: usize::from(c.max_voters),
+        shards: c.shards,
+        peer_addr: config.advertise_peer(),
+        client_addr: config.advertise_client(),
+        mqtt_client_id: config.mqtt_client_id(),
+        join: c.join.clone(),
+        lease_log: Some(config.data_dir.join("leases.log")),
+    };
+    tracing::info!(
+        node = config.node_id,
+        peer = %config.listen.peer,
+        client = %config.listen.client,
+        http = %config.listen.http,
+        broker = %config.mqtt.broker,
+        "starting"
+    );
+    run(
+        Listeners {
+            grpc,
+            http,
+            peer: Some(peer),
+        },
+        config.to_node_config(),
+        ClusterOptions {
+            start,
+            settings,
+            peer_tls: Some(peer_tls),
+            rescue_sessions: config.mqtt.rescue,
+        },
+        shutdown_signal(),
+    )
+    .await
 }

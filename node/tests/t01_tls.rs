@@ -11,7 +11,10 @@ use std::path::Path;
 use starling_node::certs::{self, DevPki, Usage};
 use starling_node::tls;
 use starling_sdk::proto::cluster_server::{Cluster, ClusterServer};
-use starling_sdk::proto::{ClusterStatus, ClusterStatusRequest};
+use starling_sdk::proto::{
+    ClusterMembersRequest, ClusterMembersResponse, ClusterShardsRequest, ClusterShardsResponse,
+    ClusterStatus, ClusterStatusRequest, RemoveMemberRequest, RemoveMemberResponse,
+};
 use starling_sdk::{Client, ClientBuilder, Error, Profile};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -33,6 +36,27 @@ impl Cluster for StubCluster {
             version: "t01".into(),
             ..Default::default()
         }))
+    }
+
+    async fn members(
+        &self,
+        _request: Request<ClusterMembersRequest>,
+    ) -> Result<Response<ClusterMembersResponse>, Status> {
+        Err(Status::unimplemented("not part of the TLS stub"))
+    }
+
+    async fn shards(
+        &self,
+        _request: Request<ClusterShardsRequest>,
+    ) -> Result<Response<ClusterShardsResponse>, Status> {
+        Err(Status::unimplemented("not part of the TLS stub"))
+    }
+
+    async fn remove_member(
+        &self,
+        _request: Request<RemoveMemberRequest>,
+    ) -> Result<Response<RemoveMemberResponse>, Status> {
+        Err(Status::unimplemented("not part of the TLS stub"))
     }
 }
 

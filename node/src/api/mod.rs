@@ -14,7 +14,9 @@ use std::sync::Arc;
 use starling_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::cluster::Cluster;
 use crate::device::DeviceRouter;
+use crate::ingest::PointSink;
 use crate::raft::ControlPlane;
 use crate::storage::TelemetryStore;
 
@@ -24,6 +26,11 @@ pub use status::ApiError;
 #[derive(Clone)]
 pub struct ApiState {
     pub router: DeviceRouter,
+    /// Where published points go: stored here or forwarded to their owner, like MQTT's.
+    pub sink: Arc<dyn PointSink>,
+    pub cluster: Cluster,
+    /// History reads routed to every node that held the device's shard.
+    pub reads: crate::cluster::reads::Reads,
     pub store: Arc<dyn TelemetryStore>,
     pub control: ControlPlane,
     /// Validation limits of published samples, the same as MQTT ingest's.
@@ -169,6 +176,25 @@ impl pb::rules_server::Rules for RulesApi {
 /// `starling.v1.Cluster`.
 pub struct ClusterApi(Arc<ApiState>);
 
+impl ClusterApi {
+    fn members(&self) -> Vec<pb::Member> {
+        self.0
+            .cluster
+            .members()
+            .into_iter()
+            .map(|m| pb::Member {
+                node_id: m.id,
+                peer_addr: m.peer_addr,
+                voter: m.voter,
+                client_addr: m.info.map(|i| i.client_addr).unwrap_or_default(),
+                health: m.health,
+                last_heartbeat_ms_ago: m.last_heard_ms_ago.map_or(-1, |a| a as i64),
+                shards: m.shards,
+            })
+            .collect()
+    }
+}
+
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterApi {
     async fn status(
@@ -182,17 +208,63 @@ impl pb::cluster_server::Cluster for ClusterApi {
             term: s.term,
             commit_index: s.commit_index,
             last_applied: s.last_applied,
-            members: s
-                .members
-                .iter()
-                .map(|(id, addr, voter)| pb::Member {
-                    node_id: *id,
-                    peer_addr: addr.clone(),
-                    voter: *voter,
-                })
-                .collect(),
+            members: self.members(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
+    }
+
+    async fn members(
+        &self,
+        _req: Request<pb::ClusterMembersRequest>,
+    ) -> Result<Response<pb::ClusterMembersResponse>, Status> {
+        Ok(Response::new(pb::ClusterMembersResponse {
+            members: self.members(),
+            leader_id: self.0.control.status().leader.unwrap_or(0),
+        }))
+    }
+
+    async fn shards(
+        &self,
+        _req: Request<pb::ClusterShardsRequest>,
+    ) -> Result<Response<pb::ClusterShardsResponse>, Status> {
+        let map = self.0.control.shard_map();
+        let mut ranges: Vec<pb::ShardRange> = Vec::new();
+        for (shard, (owner, epoch)) in map {
+            match ranges.last_mut() {
+                Some(r) if r.last + 1 == shard && r.owner == owner && r.epoch == epoch => {
+                    r.last = shard;
+                }
+                _ => ranges.push(pb::ShardRange {
+                    first: shard,
+                    last: shard,
+                    owner,
+                    epoch,
+                }),
+            }
+        }
+        Ok(Response::new(pb::ClusterShardsResponse {
+            shard_count: self.0.cluster.settings().shards,
+            ranges,
+        }))
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        let node = req.into_inner().node_id;
+        let cmd = crate::raft::ControlCommand::SetNodeState {
+            node,
+            state: crate::raft::NodeState::Removed,
+            rescuer: None,
+            at_ms: now_ms(),
+        };
+        match self.0.control.write(cmd).await.map_err(ApiError::from)? {
+            crate::raft::ControlResponse::Rejected(r) => {
+                Err(ApiError::NotFound(r.to_string()).into())
+            }
+            _ => Ok(Response::new(pb::RemoveMemberResponse {})),
+        }
     }
 }
 

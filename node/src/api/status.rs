@@ -28,6 +28,9 @@ pub enum ApiError {
     Control(#[from] ControlError),
     #[error("{0} not found")]
     NotFound(String),
+    /// The points could not be stored (here or at their owner).
+    #[error(transparent)]
+    Sink(#[from] crate::ingest::SinkError),
 }
 
 impl From<ApiError> for Status {
@@ -43,6 +46,8 @@ impl From<ApiError> for Status {
             ApiError::Control(c) if c.is_retryable() => Status::unavailable(c.to_string()),
             ApiError::Control(c) => Status::internal(c.to_string()),
             ApiError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            ApiError::Sink(e) if e.retryable => Status::unavailable(e.message.clone()),
+            ApiError::Sink(e) => Status::internal(e.message.clone()),
         };
         metrics::counter!(metrics_names::API_ERRORS, "code" => code_label(status.code()))
             .increment(1);

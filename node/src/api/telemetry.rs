@@ -51,13 +51,14 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
         let accepted_points = if samples.is_empty() {
             0
         } else {
+            let points: usize = samples.iter().map(|s| s.values.len()).sum();
             self.0
-                .router
+                .sink
                 .ingest(key, samples.into(), received_at_ms)
                 .instrument(span)
                 .await
-                .map_err(ApiError::from)?
-                .points_stored as u32
+                .map_err(ApiError::from)?;
+            points as u32
         };
         Ok(Response::new(pb::PublishResponse {
             accepted_points,
@@ -79,10 +80,16 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
             limit: page_size(r.page_size),
             page_token: (!r.page_token.is_empty()).then_some(r.page_token),
         };
-        let page = self.0.store.query(q).await.map_err(ApiError::from)?;
+        let routed = self.0.reads.query(q).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::QueryResponse {
-            points: page.points.iter().map(convert::point_to_pb).collect(),
-            next_page_token: page.next.unwrap_or_default(),
+            points: routed
+                .value
+                .points
+                .iter()
+                .map(convert::point_to_pb)
+                .collect(),
+            next_page_token: routed.value.next.unwrap_or_default(),
+            partial: routed.partial,
         }))
     }
 
@@ -92,9 +99,10 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
     ) -> Result<Response<pb::LatestResponse>, Status> {
         let r = req.into_inner();
         let device = convert::device_key(&r.tenant, &r.device).map_err(ApiError::from)?;
-        let points = self.0.store.latest(&device).await.map_err(ApiError::from)?;
+        let routed = self.0.reads.latest(&device).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::LatestResponse {
-            points: points.iter().map(convert::point_to_pb).collect(),
+            points: routed.value.iter().map(convert::point_to_pb).collect(),
+            partial: routed.partial,
         }))
     }
 }

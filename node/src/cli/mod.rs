@@ -1,8 +1,11 @@
 //! The `starling` command line (clap derive).
 //!
-//! - Server commands: `dev` (its arguments only; `node::run_dev` runs it).
+//! - Server commands: `dev` (its arguments only; `node::run_dev` runs it) and `serve` (the
+//!   config file's path; `main` loads it, `node::run_serve` runs it).
 //! - `simulate`: a device fleet publishing over MQTT (arguments only; `simulate::run` runs it).
 //!   It is neither a server nor an API client, so it sits beside [`Command`] in [`TopCommand`].
+//! - `certs`: makes a cluster's CA, node and client certificates ([`certs`]); local files only,
+//!   so it also sits in [`TopCommand`].
 //! - Client commands, `starling <noun> <verb>`: `telemetry`, `rules`, `alerts`, `devices`,
 //!   `cluster`. They call the API through the SDK ([`run_client`]) and print aligned tables or
 //!   JSON lines (`--format json`: one JSON object per line).
@@ -15,10 +18,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod certs;
 pub mod output;
 mod run;
 mod simulate;
 
+pub use certs::CertsArgs;
 pub use run::run_client;
 pub use simulate::SimulateArgs;
 
@@ -43,6 +48,8 @@ pub enum TopCommand {
     /// Simulate a fleet of devices (trucks with GPS, temperature, fuel, door; spikes,
     /// dropouts and malformed messages) publishing telemetry to an MQTT broker at QoS 1.
     Simulate(SimulateArgs),
+    /// Make the cluster CA, node certificates and client certificates with their profiles.
+    Certs(CertsArgs),
     #[command(flatten)]
     Node(Command),
 }
@@ -52,6 +59,8 @@ pub enum TopCommand {
 pub enum Command {
     /// Run one node for development: embedded store, embedded MQTT broker, dev certificates.
     Dev(DevArgs),
+    /// Run a production node from its configuration file (see examples/starling.toml).
+    Serve(ServeArgs),
     /// Query, inspect and publish telemetry.
     Telemetry(TelemetryArgs),
     /// Apply, list, show and delete alert rules.
@@ -102,6 +111,19 @@ pub struct DevArgs {
     /// Address the gRPC and HTTP ports listen on.
     #[arg(long, default_value = "127.0.0.1", value_parser = parse_ip)]
     pub bind: String,
+}
+
+/// Arguments of `starling serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The node's TOML configuration file; `STARLING_<SECTION>__<KEY>` variables override it
+    /// (e.g. STARLING_MQTT__BROKER=10.0.0.5:1883, STARLING_NODE_ID=3).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Validate the configuration, print the effective configuration as TOML and exit
+    /// (exit code 2 when it is invalid).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Checks `--bind` is an IP address, keeping it as text.
@@ -300,6 +322,15 @@ pub struct ClusterArgs {
 pub enum ClusterCommand {
     /// Leader, term, commit index and members, as the answering node sees them.
     Status,
+    /// Every member: role, health and last heartbeat as the leader sees them, shards owned.
+    Members,
+    /// The shard map: each run of shards with its owner and epoch.
+    Shards,
+    /// Remove a node: its shards move to the others, then it leaves the Raft membership.
+    Remove {
+        /// The node id to remove.
+        node: u64,
+    },
 }
 
 #[cfg(test)]
@@ -349,6 +380,10 @@ mod tests {
                 true,
             ),
             (&["dev", "--idle-timeout", "soon"], false),
+            (&["serve", "--config", "starling.toml"], true),
+            (&["serve", "--config", "starling.toml", "--check"], true),
+            (&["serve"], false),
+            (&["serve", "--check"], false),
             (&["dev", "--bind", "localhost"], false),
             (
                 &[

@@ -168,16 +168,73 @@ pub fn event_json(e: &proto::AlarmEvent) -> Json {
            "alarm": e.alarm.as_ref().map_or(Json::Null, alarm_json)})
 }
 
+/// One member as one JSON object.
+pub fn member_json(m: &proto::Member) -> Json {
+    let ago = (m.last_heartbeat_ms_ago >= 0).then_some(m.last_heartbeat_ms_ago);
+    json!({"node_id": m.node_id, "peer_addr": m.peer_addr, "client_addr": m.client_addr,
+           "voter": m.voter, "health": m.health, "last_heartbeat_ms_ago": ago,
+           "shards": m.shards})
+}
+
 /// The cluster status as one JSON object.
 pub fn status_json(s: &proto::ClusterStatus) -> Json {
-    let members: Vec<Json> = s
-        .members
-        .iter()
-        .map(|m| json!({"node_id": m.node_id, "peer_addr": m.peer_addr, "voter": m.voter}))
-        .collect();
+    let members: Vec<Json> = s.members.iter().map(member_json).collect();
     json!({"node_id": s.node_id, "leader_id": s.leader_id, "term": s.term,
            "commit_index": s.commit_index, "last_applied": s.last_applied,
            "members": members, "version": s.version})
+}
+
+/// Columns of `cluster status`.
+pub const STATUS_HEADERS: [&str; 6] = ["NODE", "LEADER", "TERM", "COMMIT", "APPLIED", "VERSION"];
+
+pub fn status_row(s: &proto::ClusterStatus) -> Vec<String> {
+    let leader = if s.leader_id == 0 {
+        "none".to_owned()
+    } else {
+        s.leader_id.to_string()
+    };
+    vec![
+        s.node_id.to_string(),
+        leader,
+        s.term.to_string(),
+        s.commit_index.to_string(),
+        s.last_applied.to_string(),
+        s.version.clone(),
+    ]
+}
+
+/// Members as a table: role, health, last heartbeat, shards.
+pub fn members_table(members: &[proto::Member]) -> String {
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.node_id.to_string(),
+                if m.voter { "voter" } else { "learner" }.to_owned(),
+                m.health.clone(),
+                if m.last_heartbeat_ms_ago >= 0 {
+                    format!("{}ms", m.last_heartbeat_ms_ago)
+                } else {
+                    "-".to_owned()
+                },
+                m.shards.to_string(),
+                m.peer_addr.clone(),
+                m.client_addr.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "MEMBER",
+            "ROLE",
+            "HEALTH",
+            "HEARTBEAT",
+            "SHARDS",
+            "PEER",
+            "CLIENT",
+        ],
+        &rows,
+    )
 }
 
 /// Left-aligned columns separated by two spaces, header first. No trailing spaces.

@@ -21,10 +21,13 @@ use super::{
 /// The largest page the server serves; `--limit` below it asks for smaller pages.
 const MAX_PAGE: u32 = 10_000;
 
-/// Runs one client command. `Command::Dev` is a server command and is refused here.
+/// Runs one client command. `Command::Dev` and `Command::Serve` are server commands and are
+/// refused here.
 pub async fn run_client(command: Command) -> anyhow::Result<()> {
     let opts = match &command {
-        Command::Dev(_) => bail!("`dev` is a server command, not a client command"),
+        Command::Dev(_) | Command::Serve(_) => {
+            bail!("this is a server command, not a client command")
+        }
         Command::Telemetry(a) => &a.opts,
         Command::Rules(a) => &a.opts,
         Command::Alerts(a) => &a.opts,
@@ -33,7 +36,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
     };
     let ctx = Ctx::new(opts)?;
     let result = match &command {
-        Command::Dev(_) => Ok(()),
+        Command::Dev(_) | Command::Serve(_) => Ok(()),
         Command::Telemetry(a) => telemetry(&ctx, &a.command).await,
         Command::Rules(a) => rules(&ctx, &a.command).await,
         Command::Alerts(a) => alerts(&ctx, &a.command).await,
@@ -395,49 +398,69 @@ async fn devices(ctx: &Ctx, command: &DevicesCommand) -> Outcome {
 }
 
 async fn cluster(ctx: &Ctx, command: &ClusterCommand) -> Outcome {
-    match command {
+    let text = match command {
         ClusterCommand::Status => {
             let s = ctx.client.cluster_status().await?;
-            let text = match ctx.format {
+            match ctx.format {
                 Format::Json => format!("{}\n", output::status_json(&s)),
                 Format::Table => {
-                    let leader = if s.leader_id == 0 {
-                        "none".to_owned()
-                    } else {
-                        s.leader_id.to_string()
-                    };
-                    let mut text = table(
-                        &["NODE", "LEADER", "TERM", "COMMIT", "APPLIED", "VERSION"],
-                        &[vec![
-                            s.node_id.to_string(),
-                            leader,
-                            s.term.to_string(),
-                            s.commit_index.to_string(),
-                            s.last_applied.to_string(),
-                            s.version.clone(),
-                        ]],
-                    );
+                    let mut text = table(&output::STATUS_HEADERS, &[output::status_row(&s)]);
                     if !s.members.is_empty() {
-                        let rows: Vec<Vec<String>> = s
-                            .members
-                            .iter()
-                            .map(|m| {
-                                vec![
-                                    m.node_id.to_string(),
-                                    m.peer_addr.clone(),
-                                    if m.voter { "voter" } else { "learner" }.to_owned(),
-                                ]
-                            })
-                            .collect();
                         text.push('\n');
-                        text.push_str(&table(&["MEMBER", "PEER ADDRESS", "ROLE"], &rows));
+                        text.push_str(&output::members_table(&s.members));
                     }
                     text
                 }
-            };
-            print_out(&text)
+            }
         }
-    }
+        ClusterCommand::Members => {
+            let m = ctx.client.cluster_members().await?;
+            match ctx.format {
+                Format::Json => m
+                    .members
+                    .iter()
+                    .map(|m| format!("{}\n", output::member_json(m)))
+                    .collect(),
+                Format::Table => output::members_table(&m.members),
+            }
+        }
+        ClusterCommand::Shards => {
+            let s = ctx.client.cluster_shards().await?;
+            match ctx.format {
+                Format::Json => s
+                    .ranges
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}\n",
+                            serde_json::json!({"first": r.first, "last": r.last,
+                                               "owner": r.owner, "epoch": r.epoch})
+                        )
+                    })
+                    .collect(),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = s
+                        .ranges
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                format!("{}-{}", r.first, r.last),
+                                (r.last - r.first + 1).to_string(),
+                                r.owner.to_string(),
+                                r.epoch.to_string(),
+                            ]
+                        })
+                        .collect();
+                    table(&["SHARDS", "COUNT", "OWNER", "EPOCH"], &rows)
+                }
+            }
+        }
+        ClusterCommand::Remove { node } => {
+            ctx.client.remove_member(*node).await?;
+            format!("node {node} is being removed: its shards move to the other nodes\n")
+        }
+    };
+    print_out(&text)
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub struct DeviceArgs {
     pub store: Arc<dyn TelemetryStore>,
     pub control: ControlPlane,
     pub settings: DeviceSettings,
+    /// The shard epoch this actor serves under; its control records carry it.
+    pub epoch: u64,
     /// Weak: the router owns actors, not the other way round.
     pub(super) router: Weak<Inner>,
 }
@@ -156,12 +158,7 @@ impl ActorState {
     ) {
         let rules = self.args.control.rules();
         let effects = self.core.on_samples(samples, received_at_ms, &rules);
-        let epoch = self
-            .args
-            .control
-            .shard_owner(self.shard)
-            .map(|(_, epoch)| epoch)
-            .unwrap_or(0);
+        let epoch = self.args.epoch;
         let mut points: Vec<Point> = Vec::new();
         let mut commands = Vec::new();
         for effect in effects {

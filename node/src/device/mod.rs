@@ -5,7 +5,9 @@
 //! - [`DeviceRouter`] (this file): finds or spawns a device's actor, retries when an actor
 //!   passivated under a message, and counts actors. It is also the ingest `PointSink`.
 //!
-//! What this does not do yet: ownership checks and forwarding between nodes (cluster issue).
+//! What this does not do: decide ownership. The caller (`cluster/`) passes the epoch under
+//! which this node serves the device's shard; an actor lives for one epoch, and control
+//! records it writes carry that epoch, so a stale actor's writes are refused by Raft.
 
 pub mod actor;
 pub mod state;
@@ -73,13 +75,16 @@ pub struct DeviceRouter {
 }
 
 struct Inner {
-    /// Live actors by device. A std Mutex: it is held only for map operations, never across
-    /// an await.
-    actors: Mutex<HashMap<DeviceKey, ActorRef<DeviceMsg>>>,
+    /// Live actors by device, with the shard epoch each serves under. A std Mutex: it is
+    /// held only for map operations, never across an await.
+    actors: Mutex<HashMap<DeviceKey, (ActorRef<DeviceMsg>, u64)>>,
     store: Arc<dyn TelemetryStore>,
     control: ControlPlane,
     settings: DeviceSettings,
 }
+
+/// Live actors by device, with the epoch each serves under.
+type ActorMap = HashMap<DeviceKey, (ActorRef<DeviceMsg>, u64)>;
 
 /// How often a message is retried when its actor stopped under it (passivation race).
 const ROUTE_ATTEMPTS: usize = 5;
@@ -101,17 +106,19 @@ impl DeviceRouter {
     }
 
     /// Stores the samples through the device's actor and evaluates its rules. Returns once
-    /// every point is durable and every resulting alarm transition is committed.
+    /// every point is durable and every resulting alarm transition is committed. `epoch` is
+    /// the shard epoch under which this node serves the device (from `cluster::Route`).
     #[tracing::instrument(name = "device.route", skip_all, fields(device = %device))]
     pub async fn ingest(
         &self,
         device: DeviceKey,
         samples: Arc<[Sample]>,
         received_at_ms: TimestampMs,
+        epoch: u64,
     ) -> Result<IngestReport, DeviceError> {
         let mut last_err = String::new();
         for _ in 0..ROUTE_ATTEMPTS {
-            let actor = self.actor_for(&device).await?;
+            let actor = self.actor_for(&device, epoch).await?;
             // A retry re-sends the same shared samples: no copy.
             let samples = samples.clone();
             let span = tracing::Span::current();
@@ -143,18 +150,49 @@ impl DeviceRouter {
         self.lock().len()
     }
 
+    /// Stops the actors of devices in `shards` (this node stopped serving them).
+    pub fn stop_shards(&self, shards: &[crate::shard::ShardId]) {
+        let shards: std::collections::HashSet<_> = shards.iter().copied().collect();
+        let n = self.inner.settings.shards;
+        let mut map = self.lock();
+        let gone: Vec<DeviceKey> = map
+            .keys()
+            .filter(|d| shards.contains(&crate::shard::shard_of(d, n)))
+            .cloned()
+            .collect();
+        for d in gone {
+            if let Some((a, _)) = map.remove(&d) {
+                a.stop(Some("shard moved away".into()));
+            }
+        }
+        metrics::gauge!(metrics_names::DEVICE_ACTORS).set(map.len() as f64);
+    }
+
     /// Stops every actor (node shutdown). Their state is durable already.
     pub fn stop_all(&self) {
-        let actors: Vec<_> = self.lock().drain().map(|(_, a)| a).collect();
+        let actors: Vec<_> = self.lock().drain().map(|(_, (a, _))| a).collect();
         for a in actors {
             a.stop(Some("node shutdown".into()));
         }
         metrics::gauge!(metrics_names::DEVICE_ACTORS).set(0.0);
     }
 
-    async fn actor_for(&self, device: &DeviceKey) -> Result<ActorRef<DeviceMsg>, DeviceError> {
-        if let Some(a) = self.lock().get(device) {
-            return Ok(a.clone());
+    async fn actor_for(
+        &self,
+        device: &DeviceKey,
+        epoch: u64,
+    ) -> Result<ActorRef<DeviceMsg>, DeviceError> {
+        {
+            let mut map = self.lock();
+            match map.get(device) {
+                Some((a, e)) if *e == epoch => return Ok(a.clone()),
+                // The shard was re-assigned: the old actor's epoch is stale.
+                Some((a, _)) => {
+                    a.stop(Some("new shard epoch".into()));
+                    map.remove(device);
+                }
+                None => {}
+            }
         }
         // Spawn outside the lock; if another task won the race, keep its actor.
         let args = DeviceArgs {
@@ -162,17 +200,20 @@ impl DeviceRouter {
             store: self.inner.store.clone(),
             control: self.inner.control.clone(),
             settings: self.inner.settings.clone(),
+            epoch,
             router: Arc::downgrade(&self.inner),
         };
         let (actor, _handle) = Actor::spawn(None, DeviceActor, args)
             .await
             .map_err(|e| DeviceError::Unavailable(format!("spawn failed: {e}")))?;
         let mut map = self.lock();
-        if let Some(existing) = map.get(device) {
+        if let Some((existing, e)) = map.get(device)
+            && *e == epoch
+        {
             actor.stop(None);
             return Ok(existing.clone());
         }
-        map.insert(device.clone(), actor.clone());
+        map.insert(device.clone(), (actor.clone(), epoch));
         metrics::gauge!(metrics_names::DEVICE_ACTORS).set(map.len() as f64);
         Ok(actor)
     }
@@ -181,7 +222,7 @@ impl DeviceRouter {
         Inner::forget(&self.inner, device, actor);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceKey, ActorRef<DeviceMsg>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ActorMap> {
         lock_map(&self.inner.actors)
     }
 }
@@ -192,7 +233,7 @@ impl Inner {
         let mut map = lock_map(&self.actors);
         if map
             .get(device)
-            .is_some_and(|a| a.get_id() == actor.get_id())
+            .is_some_and(|(a, _)| a.get_id() == actor.get_id())
         {
             map.remove(device);
         }
@@ -202,8 +243,6 @@ impl Inner {
 
 /// Locks the actor map; a poisoned lock only means a panic elsewhere while holding it, and
 /// the map itself is always consistent (single insert/remove operations), so keep going.
-fn lock_map(
-    m: &Mutex<HashMap<DeviceKey, ActorRef<DeviceMsg>>>,
-) -> std::sync::MutexGuard<'_, HashMap<DeviceKey, ActorRef<DeviceMsg>>> {
+fn lock_map(m: &Mutex<ActorMap>) -> std::sync::MutexGuard<'_, ActorMap> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

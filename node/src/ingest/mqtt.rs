@@ -34,8 +34,12 @@
 //! ones, sends their acks, disconnects cleanly and returns `Ok`. Messages it did not take stay
 //! un-acked in the persistent session and come back on the next connect.
 //!
-//! Not here: parsing rules (`payload.rs`), routing/storage (behind [`PointSink`]), rescuing other
-//! nodes' sessions, TLS to the broker.
+//! Rescue (`cluster/rescue.rs`) runs this same loop under a dead node's client id, and uses
+//! [`MqttIngestConfig::unsubscribe`] to stop new messages reaching that session while the
+//! ones already queued in it are still delivered and stored.
+//!
+//! Not here: parsing rules (`payload.rs`), routing/storage (behind [`PointSink`]), deciding
+//! when to rescue, TLS to the broker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +105,9 @@ pub struct MqttIngestConfig {
     /// day in the future, any age.
     pub max_ts_future: Option<Duration>,
     pub max_ts_age: Option<Duration>,
+    /// When this turns true, the filters are unsubscribed (the session stays, and what is
+    /// queued in it keeps arriving). Used to drain a rescued session. `None`: never.
+    pub unsubscribe: Option<watch::Receiver<bool>>,
 }
 
 impl MqttIngestConfig {
@@ -117,6 +124,7 @@ impl MqttIngestConfig {
             health: super::IngestHealth::default(),
             max_ts_future: Some(Duration::from_secs(86_400)),
             max_ts_age: None,
+            unsubscribe: None,
         }
     }
 
@@ -211,6 +219,19 @@ pub async fn run(
     };
     // Aborted if this future is dropped (the caller's task cancelled): no orphan connection.
     let mut task = AbortOnDrop(tokio::spawn(connection.run()));
+    let _unsubscriber = config.unsubscribe.clone().map(|mut when| {
+        let (client, filters) = (client.clone(), config.filters.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            if when.wait_for(|u| *u).await.is_ok() {
+                for f in filters {
+                    if let Err(e) = client.unsubscribe(f.clone()).await {
+                        warn!(filter = %f, error = %e, "could not queue the unsubscribe");
+                    }
+                }
+                info!("MQTT ingest unsubscribed (draining the session)");
+            }
+        }))
+    });
     info!(
         broker = %format!("{}:{}", config.host, config.port),
         client_id = %config.client_id,

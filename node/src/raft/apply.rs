@@ -12,7 +12,9 @@
 use crate::model::{Alarm, AlarmEvent, AlarmStatus, DeviceKey, Rule, Transition};
 use crate::shard::ShardId;
 
-use super::command::{ControlCommand, ControlResponse, ENTRY_FORMAT, Entry, Rejection};
+use super::command::{
+    ControlCommand, ControlResponse, ENTRY_FORMAT, Entry, NodeInfo, NodeState, Rejection,
+};
 
 /// Message of alarms cleared because their rule was deleted.
 pub const RULE_DELETED: &str = "rule deleted";
@@ -28,12 +30,16 @@ pub enum Applied {
     },
     /// An alarm transition was committed.
     Alarm(AlarmEvent),
-    /// Shards were assigned to `node` with this epoch.
+    /// Shards were assigned to `node` with this epoch; the new owner serves them
+    /// `activate_after_ms` after applying the entry.
     ShardsAssigned {
         node: u64,
         shards: Vec<ShardId>,
         epoch: u64,
+        activate_after_ms: u64,
     },
+    /// A node was registered or changed state.
+    NodeChanged(NodeInfo),
     /// The whole state was replaced by a snapshot from the leader; subscribers that keep
     /// derived state (alarms, shard ownership) must reload it. Rule changes are also sent
     /// one by one as `RuleChanged`.
@@ -56,8 +62,17 @@ pub trait ControlState {
     type Error;
     /// The (node, epoch) owning `shard`.
     fn shard_owner(&self, shard: ShardId) -> Result<Option<(u64, u64)>, Self::Error>;
-    fn set_shard_owner(&mut self, shard: ShardId, node: u64, epoch: u64)
-    -> Result<(), Self::Error>;
+    /// Sets the owner of `shard` and records (shard, epoch) → (node, from_ms) in the
+    /// ownership history.
+    fn set_shard_owner(
+        &mut self,
+        shard: ShardId,
+        node: u64,
+        epoch: u64,
+        from_ms: i64,
+    ) -> Result<(), Self::Error>;
+    fn node(&self, id: u64) -> Result<Option<NodeInfo>, Self::Error>;
+    fn put_node(&mut self, node: &NodeInfo) -> Result<(), Self::Error>;
     fn rule(&self, tenant: &str, id: &str) -> Result<Option<Rule>, Self::Error>;
     fn put_rule(&mut self, rule: &Rule) -> Result<(), Self::Error>;
     fn remove_rule(&mut self, tenant: &str, id: &str) -> Result<(), Self::Error>;
@@ -110,9 +125,14 @@ pub fn apply<S: ControlState>(
         return Ok(reject(Rejection::UnknownFormat(entry.format)));
     }
     match &entry.command {
-        ControlCommand::AssignShards { node, shards } => {
+        ControlCommand::AssignShards {
+            node,
+            shards,
+            at_ms,
+            activate_after_ms,
+        } => {
             for shard in shards {
-                state.set_shard_owner(*shard, *node, index)?;
+                state.set_shard_owner(*shard, *node, index, *at_ms)?;
             }
             Ok(Outcome {
                 response: ControlResponse::ShardsAssigned { epoch: index },
@@ -120,7 +140,58 @@ pub fn apply<S: ControlState>(
                     node: *node,
                     shards: shards.clone(),
                     epoch: index,
+                    activate_after_ms: *activate_after_ms,
                 }],
+            })
+        }
+        ControlCommand::RegisterNode {
+            node,
+            peer_addr,
+            client_addr,
+            mqtt_client_id,
+            at_ms,
+        } => {
+            let old = state.node(*node)?;
+            let info = NodeInfo {
+                id: *node,
+                peer_addr: peer_addr.clone(),
+                client_addr: client_addr.clone(),
+                mqtt_client_id: mqtt_client_id.clone(),
+                state: NodeState::Active,
+                since_ms: match &old {
+                    Some(o) if o.state == NodeState::Active => o.since_ms,
+                    _ => *at_ms,
+                },
+                rescuer: None,
+            };
+            if old.as_ref() == Some(&info) {
+                return Ok(Outcome::quiet(ControlResponse::Unchanged));
+            }
+            state.put_node(&info)?;
+            Ok(Outcome {
+                response: ControlResponse::NodeChanged { index },
+                events: vec![Applied::NodeChanged(info)],
+            })
+        }
+        ControlCommand::SetNodeState {
+            node,
+            state: new_state,
+            rescuer,
+            at_ms,
+        } => {
+            let Some(mut info) = state.node(*node)? else {
+                return Ok(reject(Rejection::NoSuchNode(*node)));
+            };
+            if info.state == *new_state && info.rescuer == *rescuer {
+                return Ok(Outcome::quiet(ControlResponse::Unchanged));
+            }
+            info.state = *new_state;
+            info.rescuer = *rescuer;
+            info.since_ms = *at_ms;
+            state.put_node(&info)?;
+            Ok(Outcome {
+                response: ControlResponse::NodeChanged { index },
+                events: vec![Applied::NodeChanged(info)],
             })
         }
         ControlCommand::PutRule { doc, at_ms } => {

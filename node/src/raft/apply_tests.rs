@@ -13,6 +13,8 @@ struct MemState {
     rules: BTreeMap<(String, String), Rule>,
     alarms: BTreeMap<String, Alarm>,
     active: BTreeMap<(String, String, String), String>,
+    nodes: BTreeMap<u64, NodeInfo>,
+    history: BTreeMap<(ShardId, u64), (u64, i64)>,
 }
 
 impl ControlState for MemState {
@@ -20,8 +22,22 @@ impl ControlState for MemState {
     fn shard_owner(&self, shard: ShardId) -> Result<Option<(u64, u64)>, Infallible> {
         Ok(self.shards.get(&shard).copied())
     }
-    fn set_shard_owner(&mut self, shard: ShardId, node: u64, epoch: u64) -> Result<(), Infallible> {
+    fn set_shard_owner(
+        &mut self,
+        shard: ShardId,
+        node: u64,
+        epoch: u64,
+        from_ms: i64,
+    ) -> Result<(), Infallible> {
         self.shards.insert(shard, (node, epoch));
+        self.history.insert((shard, epoch), (node, from_ms));
+        Ok(())
+    }
+    fn node(&self, id: u64) -> Result<Option<NodeInfo>, Infallible> {
+        Ok(self.nodes.get(&id).cloned())
+    }
+    fn put_node(&mut self, node: &NodeInfo) -> Result<(), Infallible> {
+        self.nodes.insert(node.id, node.clone());
         Ok(())
     }
     fn rule(&self, tenant: &str, id: &str) -> Result<Option<Rule>, Infallible> {
@@ -96,6 +112,8 @@ fn assign() -> ControlCommand {
     ControlCommand::AssignShards {
         node: 1,
         shards: vec![0, 1],
+        at_ms: 500,
+        activate_after_ms: 0,
     }
 }
 
@@ -156,11 +174,18 @@ fn run(history: &[ControlCommand], last: Entry) -> (MemState, Outcome) {
     (state, outcome)
 }
 
+/// Applies one command at `index` to `state`.
+fn apply_at(state: &mut MemState, index: u64, cmd: &ControlCommand) -> Outcome {
+    let Ok(outcome) = apply(state, index, &Entry::new(cmd.clone()));
+    outcome
+}
+
 /// A short name for the response, so a table row fits on one line.
 fn kind(r: &ControlResponse) -> String {
     match r {
         ControlResponse::Unchanged => "unchanged".into(),
         ControlResponse::ShardsAssigned { epoch } => format!("assigned@{epoch}"),
+        ControlResponse::NodeChanged { index } => format!("node@{index}"),
         ControlResponse::RuleVersion { version, events } => {
             format!("version {version} {}", transitions_of(events))
         }
@@ -370,4 +395,125 @@ fn alarm_ids_round_trip() {
     assert_eq!(alarm_index(&alarm_id(42)), Some(42));
     assert_eq!(alarm_index("b-1"), None);
     assert_eq!(alarm_index("a-x"), None);
+}
+
+fn register(node: u64, peer: &str) -> ControlCommand {
+    ControlCommand::RegisterNode {
+        node,
+        peer_addr: peer.into(),
+        client_addr: format!("client-{node}"),
+        mqtt_client_id: format!("starling-node-{node}"),
+        at_ms: 100,
+    }
+}
+
+fn set_state(node: u64, state: NodeState, rescuer: Option<u64>, at_ms: i64) -> ControlCommand {
+    ControlCommand::SetNodeState {
+        node,
+        state,
+        rescuer,
+        at_ms,
+    }
+}
+
+#[test]
+fn assignments_are_kept_in_the_ownership_history() {
+    let mut s = MemState::default();
+    apply_at(&mut s, 3, &assign());
+    let moved = ControlCommand::AssignShards {
+        node: 2,
+        shards: vec![1],
+        at_ms: 900,
+        activate_after_ms: 1750,
+    };
+    let out = apply_at(&mut s, 8, &moved);
+    assert_eq!(out.response, ControlResponse::ShardsAssigned { epoch: 8 });
+    assert_eq!(
+        out.events,
+        vec![Applied::ShardsAssigned {
+            node: 2,
+            shards: vec![1],
+            epoch: 8,
+            activate_after_ms: 1750
+        }]
+    );
+    assert_eq!(s.shards[&0], (1, 3));
+    assert_eq!(s.shards[&1], (2, 8));
+    let history: Vec<_> = s.history.iter().map(|(k, v)| (*k, *v)).collect();
+    assert_eq!(
+        history,
+        vec![((0, 3), (1, 500)), ((1, 3), (1, 500)), ((1, 8), (2, 900))]
+    );
+}
+
+#[test]
+fn node_registration_and_state_changes() {
+    let mut s = MemState::default();
+    // Table: (index, command, expected response kind, expected state afterwards).
+    type Expected = Option<(NodeState, Option<u64>, i64)>;
+    let cases: Vec<(u64, ControlCommand, ControlResponse, Expected)> = vec![
+        (
+            1,
+            set_state(2, NodeState::Down, None, 50),
+            ControlResponse::Rejected(Rejection::NoSuchNode(2)),
+            None,
+        ),
+        (
+            2,
+            register(2, "p2"),
+            ControlResponse::NodeChanged { index: 2 },
+            Some((NodeState::Active, None, 100)),
+        ),
+        // The same registration again changes nothing.
+        (
+            3,
+            register(2, "p2"),
+            ControlResponse::Unchanged,
+            Some((NodeState::Active, None, 100)),
+        ),
+        (
+            4,
+            set_state(2, NodeState::Down, Some(1), 700),
+            ControlResponse::NodeChanged { index: 4 },
+            Some((NodeState::Down, Some(1), 700)),
+        ),
+        (
+            5,
+            set_state(2, NodeState::Down, Some(1), 800),
+            ControlResponse::Unchanged,
+            Some((NodeState::Down, Some(1), 700)),
+        ),
+        // Re-registering a down node makes it active again (a restart).
+        (
+            6,
+            register(2, "p2"),
+            ControlResponse::NodeChanged { index: 6 },
+            Some((NodeState::Active, None, 100)),
+        ),
+        (
+            7,
+            register(2, "p2-new"),
+            ControlResponse::NodeChanged { index: 7 },
+            Some((NodeState::Active, None, 100)),
+        ),
+        (
+            8,
+            set_state(2, NodeState::Removed, None, 900),
+            ControlResponse::NodeChanged { index: 8 },
+            Some((NodeState::Removed, None, 900)),
+        ),
+    ];
+    for (index, cmd, response, expected) in cases {
+        let out = apply_at(&mut s, index, &cmd);
+        assert_eq!(out.response, response, "entry {index}");
+        let got = s.nodes.get(&2).map(|n| (n.state, n.rescuer, n.since_ms));
+        assert_eq!(got, expected, "entry {index}");
+        match out.response {
+            ControlResponse::NodeChanged { .. } => {
+                assert_eq!(out.events, vec![Applied::NodeChanged(s.nodes[&2].clone())]);
+            }
+            _ => assert!(out.events.is_empty(), "entry {index}"),
+        }
+    }
+    assert_eq!(s.nodes[&2].peer_addr, "p2-new");
 }

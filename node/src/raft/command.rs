@@ -32,8 +32,38 @@ impl Entry {
 /// What a caller asks the control plane to agree on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ControlCommand {
-    /// Assigns shards to a node. The epoch of each assignment is the log index of this entry.
-    AssignShards { node: u64, shards: Vec<ShardId> },
+    /// Assigns shards to a node. The epoch of each assignment is the log index of this entry;
+    /// the ownership history records (shard, epoch) → (node, `at_ms`).
+    AssignShards {
+        node: u64,
+        shards: Vec<ShardId>,
+        /// Leader's wall clock when it decided the move (ownership history; 0 in old entries).
+        #[serde(default)]
+        at_ms: TimestampMs,
+        /// How long the new owner waits after applying this entry before serving the shards:
+        /// 0 when the previous owner is known to have stopped (its lease expired, or there was
+        /// none), lease + drift margin when it is alive and may still be serving until it
+        /// applies this entry (DESIGN.md §3).
+        #[serde(default)]
+        activate_after_ms: u64,
+    },
+    /// Registers (or updates the addresses of) a node and marks it active.
+    RegisterNode {
+        node: u64,
+        peer_addr: String,
+        client_addr: String,
+        /// The node's stable MQTT client id, so another node can rescue its session.
+        mqtt_client_id: String,
+        at_ms: TimestampMs,
+    },
+    /// Marks a node down (its lease expired and its shards are moving; `rescuer` takes over
+    /// its broker session), active again, or removed.
+    SetNodeState {
+        node: u64,
+        state: NodeState,
+        rescuer: Option<u64>,
+        at_ms: TimestampMs,
+    },
     /// Creates or replaces a rule. Its version becomes the log index of this entry.
     PutRule { doc: RuleDoc, at_ms: TimestampMs },
     /// Deletes a rule and clears its active alarms with reason "rule deleted".
@@ -69,6 +99,8 @@ pub enum ControlResponse {
     Unchanged,
     /// Shards assigned with this epoch.
     ShardsAssigned { epoch: u64 },
+    /// A node was registered or changed state (at this log index).
+    NodeChanged { index: u64 },
     /// The rule's new version (PutRule) or the deletion's log index (DeleteRule), plus the
     /// alarm transitions the change caused.
     RuleVersion {
@@ -96,4 +128,41 @@ pub enum Rejection {
     NoSuchAlarm(String),
     #[error("unknown entry format {0}")]
     UnknownFormat(u16),
+    #[error("no such node: {0}")]
+    NoSuchNode(u64),
+}
+
+/// Liveness of a node as the control plane records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Serving (or allowed to serve) shards.
+    Active,
+    /// Its lease expired; its shards were moved away and its broker session is rescued.
+    Down,
+    /// Removed from the cluster by an operator; owns nothing.
+    Removed,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Active => "active",
+            NodeState::Down => "down",
+            NodeState::Removed => "removed",
+        }
+    }
+}
+
+/// A registered node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: u64,
+    pub peer_addr: String,
+    pub client_addr: String,
+    pub mqtt_client_id: String,
+    pub state: NodeState,
+    /// When `state` last changed (leader's wall clock).
+    pub since_ms: TimestampMs,
+    /// With `Down`: the node rescuing its broker session.
+    pub rescuer: Option<u64>,
 }

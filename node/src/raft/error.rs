@@ -64,13 +64,13 @@ impl ControlError {
         )
     }
 
-    pub(crate) fn fatal(reason: impl std::fmt::Display) -> Self {
+    pub fn fatal(reason: impl std::fmt::Display) -> Self {
         ControlError::Fatal {
             reason: reason.to_string(),
         }
     }
 
-    pub(crate) fn unavailable(reason: impl std::fmt::Display) -> Self {
+    pub fn unavailable(reason: impl std::fmt::Display) -> Self {
         ControlError::Unavailable {
             reason: reason.to_string(),
         }

@@ -8,19 +8,21 @@
 //!   caches of rules and shard map, snapshots, [`Applied`] events after commit;
 //!   [`tables`]: its redb tables and reads.
 //! - [`log_store`]: the Raft log and vote on redb (`DIR/log.redb`), fsync before acknowledging.
-//! - [`network`]: the peer transport (not there yet: a single-member group needs none).
+//! - [`network`]: the peer transport (openraft RPCs over peer gRPC with mTLS).
+//! - [`ops`]: membership changes, writes forwarded to the leader, cluster reads.
 //! - [`types`]: openraft type configuration; [`error`]: [`ControlError`].
 //!
 //! ## What this module does not do
 //! It never reads clocks for replicated state, never evaluates rules, and holds no telemetry.
-//! Multi-node membership, forwarding writes to the leader and the peer gRPC transport come with
-//! the cluster issue; the facade's API is already the one they will serve.
+//! It does not decide placement, leases or failure detection: `cluster/` does, and writes
+//! its decisions through [`ControlPlane::write`].
 
 pub mod apply;
 pub mod command;
 pub mod error;
 pub mod log_store;
 pub mod network;
+pub mod ops;
 pub mod state_machine;
 pub mod tables;
 pub mod types;
@@ -39,10 +41,12 @@ use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use self::apply::Applied;
-pub use self::command::{ControlCommand, ControlResponse, Entry, Rejection};
+pub use self::command::{ControlCommand, ControlResponse, Entry, NodeInfo, NodeState, Rejection};
 pub use self::error::ControlError;
 use self::log_store::LogStore;
 use self::network::NetworkFactory;
+pub use self::ops::LeaderForward;
+pub use self::state_machine::Ownership;
 use self::state_machine::{Caches, StateMachineStore};
 use self::types::{NodeId, Raft};
 use crate::metrics_names::{RAFT_APPLIED, RAFT_IS_LEADER, RAFT_TERM};
@@ -92,6 +96,36 @@ struct Inner {
     committed: Arc<AtomicU64>,
     /// Taken by the first `shutdown`.
     running: Mutex<Option<Running>>,
+    /// Sends writes to the leader when this node is not it (set once by `cluster/`).
+    forwarder: std::sync::OnceLock<Arc<dyn LeaderForward>>,
+}
+
+/// How a node's control plane starts.
+#[derive(Clone, Debug)]
+pub enum Start {
+    /// A cluster of one (`starling dev`): initialize with this node alone, wait to lead, and
+    /// assign every shard to it.
+    Single,
+    /// First start of a pristine cluster: initialize with these voters (id, peer address).
+    /// Every listed node may do it; openraft accepts the same membership twice. Ignored when
+    /// the directory is already initialized.
+    Bootstrap(Vec<(u64, String)>),
+    /// Wait to be added by the leader (`cluster/` asks a member to add this node).
+    Join,
+}
+
+/// What [`ControlPlane::open`] needs.
+#[derive(Clone)]
+pub struct OpenOptions {
+    /// Directory of the Raft log and state machine (e.g. DIR/raft/).
+    pub dir: std::path::PathBuf,
+    pub node_id: u64,
+    /// Where peers reach this node.
+    pub peer_addr: String,
+    /// Number of virtual shards: a power of two, fixed for the life of the cluster.
+    pub shards: u32,
+    pub network: NetworkFactory,
+    pub start: Start,
 }
 
 /// What `shutdown` stops and waits for.
@@ -102,13 +136,18 @@ struct Running {
     released: mpsc::Receiver<()>,
 }
 
-/// Openraft settings for a LAN cluster; validated in `open_single`.
+/// Largest snapshot chunk sent in one InstallSnapshot RPC. The chunk travels as JSON (a byte
+/// array costs up to 4 bytes per byte), so 512 KiB stays under tonic's 4 MiB message limit.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 512 * 1024;
+
+/// Openraft settings for a LAN cluster; validated in `open`.
 fn raft_config() -> Config {
     Config {
         cluster_name: "starling".to_owned(),
-        heartbeat_interval: 150,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         // Snapshot every 5000 entries and keep 1000 entries behind the snapshot for followers
         // that lag a little; openraft purges the rest after each snapshot.
         snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
@@ -118,19 +157,40 @@ fn raft_config() -> Config {
 }
 
 impl ControlPlane {
-    /// Opens or creates the Raft log and state machine under `dir` (e.g. DIR/raft/), starts
-    /// openraft, and on first start initializes a single-member cluster {node_id} and commits
-    /// AssignShards{node: node_id, shards: 0..shards}. Restarts on the same dir keep everything
-    /// (no re-initialization). Returns once this node is leader and has applied its log.
-    ///
-    /// `shards` must be a power of two and match what the directory already holds. Reopening
-    /// a directory needs the previous instance's `shutdown` to have returned.
+    /// A cluster of one under `dir` (see [`Start::Single`]); returns once this node leads
+    /// and has applied its log. Used by `starling dev` and tests.
     pub async fn open_single(
         dir: &Path,
         node_id: u64,
         peer_addr: &str,
         shards: u32,
     ) -> Result<ControlPlane, ControlError> {
+        Self::open(OpenOptions {
+            dir: dir.to_owned(),
+            node_id,
+            peer_addr: peer_addr.to_owned(),
+            shards,
+            network: NetworkFactory::new(tonic::transport::ClientTlsConfig::new()),
+            start: Start::Single,
+        })
+        .await
+    }
+
+    /// Opens or creates the Raft log and state machine under `opts.dir` and starts openraft.
+    /// Restarts on the same dir keep everything (no re-initialization). With
+    /// [`Start::Single`] it returns once this node leads and owns every shard; otherwise at
+    /// once (the cluster layer waits for a leader and for placement).
+    ///
+    /// Reopening a directory needs the previous instance's `shutdown` to have returned.
+    pub async fn open(opts: OpenOptions) -> Result<ControlPlane, ControlError> {
+        let OpenOptions {
+            dir,
+            node_id,
+            peer_addr,
+            shards,
+            network,
+            start,
+        } = opts;
         if !shards.is_power_of_two() {
             return Err(ControlError::Config {
                 reason: format!("shard count {shards} is not a power of two"),
@@ -139,8 +199,8 @@ impl ControlPlane {
         let config = raft_config().validate().map_err(|e| ControlError::Config {
             reason: e.to_string(),
         })?;
-        std::fs::create_dir_all(dir).map_err(|source| ControlError::Io {
-            path: dir.to_owned(),
+        std::fs::create_dir_all(&dir).map_err(|source| ControlError::Io {
+            path: dir.clone(),
             source,
         })?;
         let (alive, released) = mpsc::channel(1);
@@ -153,7 +213,7 @@ impl ControlPlane {
         )?;
         let (caches, sm_db, committed) = (sm.caches(), sm.reader(), log.committed_handle());
 
-        let raft = Raft::new(node_id, Arc::new(config), NetworkFactory, log, sm).await?;
+        let raft = Raft::new(node_id, Arc::new(config), network, log, sm).await?;
         let (stop_metrics, stop_rx) = oneshot::channel();
         let metrics_task = tokio::spawn(export_metrics(raft.metrics(), stop_rx));
         let cp = ControlPlane {
@@ -169,15 +229,58 @@ impl ControlPlane {
                     metrics_task,
                     released,
                 })),
+                forwarder: std::sync::OnceLock::new(),
             }),
         };
-        match cp.start_single(peer_addr, shards).await {
+        let started = match start {
+            Start::Single => cp.start_single(&peer_addr, shards).await,
+            Start::Bootstrap(members) => cp.bootstrap(members, shards).await,
+            Start::Join => cp.check_shard_count(shards),
+        };
+        match started {
             Ok(()) => Ok(cp),
             Err(e) => {
                 cp.shutdown().await;
                 Err(e)
             }
         }
+    }
+
+    /// Initializes a pristine group with `members` as voters.
+    async fn bootstrap(
+        &self,
+        members: Vec<(u64, String)>,
+        shards: u32,
+    ) -> Result<(), ControlError> {
+        let raft = &self.inner.raft;
+        if !raft.is_initialized().await? {
+            let members: BTreeMap<u64, BasicNode> = members
+                .into_iter()
+                .map(|(id, addr)| (id, BasicNode::new(addr)))
+                .collect();
+            tracing::info!(
+                node = self.inner.node_id,
+                ?members,
+                "bootstrapping the control plane"
+            );
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(ControlError::fatal(e)),
+            }
+        }
+        self.check_shard_count(shards)
+    }
+
+    /// Refuses a directory whose shard map has another size than configured.
+    fn check_shard_count(&self, shards: u32) -> Result<(), ControlError> {
+        let stored = self.inner.caches.shard_count();
+        if stored != 0 && stored != shards as usize {
+            return Err(ControlError::ShardCountMismatch {
+                stored,
+                configured: shards,
+            });
+        }
+        Ok(())
     }
 
     /// Initializes the group if pristine, waits for leadership and the applied log, and
@@ -216,6 +319,8 @@ impl ControlPlane {
             let cmd = ControlCommand::AssignShards {
                 node: me,
                 shards: (0..shards).collect(),
+                at_ms: ops::now_ms(),
+                activate_after_ms: 0,
             };
             match self.write(cmd).await? {
                 ControlResponse::ShardsAssigned { epoch } => {
@@ -236,9 +341,16 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Proposes through Raft (client_write) and returns the state machine's response once
-    /// committed and applied.
+    /// Proposes through Raft and returns the state machine's response once committed and
+    /// applied. On a follower the write is forwarded to the leader (see [`ops`]); while
+    /// there is no leader it is retried until `WRITE_TIMEOUT` (10 s).
     pub async fn write(&self, cmd: ControlCommand) -> Result<ControlResponse, ControlError> {
+        self.write_forwarding(cmd, WRITE_TIMEOUT).await
+    }
+
+    /// Proposes on this node only: `NotLeader` when another node leads. Forwarded writes
+    /// arriving from peers use this, so a write never travels more than one hop.
+    pub async fn write_local(&self, cmd: ControlCommand) -> Result<ControlResponse, ControlError> {
         let write = self.inner.raft.client_write(Entry::new(cmd));
         match tokio::time::timeout(WRITE_TIMEOUT, write).await {
             Err(_) => Err(ControlError::unavailable(format!(

@@ -22,12 +22,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
 use super::apply::{Applied, alarm_index, apply};
+use super::command::NodeInfo;
 use super::command::{ControlCommand, ControlResponse, Rejection};
 use super::tables::{
-    ACTIVE, ALARMS, LAST_APPLIED, LAST_MEMBERSHIP, META, RULES, SHARDS, SNAP_DATA, SNAP_META,
-    SNAPSHOT, TxnView, decode, read_meta,
+    ACTIVE, ALARMS, HISTORY, LAST_APPLIED, LAST_MEMBERSHIP, META, NODES, RULES, SHARDS, SNAP_DATA,
+    SNAP_META, SNAPSHOT, TxnView, decode, read_meta,
 };
-pub use super::tables::{read_active_alarm, read_alarm, read_alarms};
+pub use super::tables::{Ownership, read_active_alarm, read_alarm, read_alarms, read_history};
 use super::types::{
     LogId, Op, RaftEntry, Snapshot, SnapshotMeta, StorageResult, StoreError, StoredMembership,
     TypeConfig, blocking, storage_err,
@@ -47,6 +48,7 @@ pub struct Caches {
     /// message reads it, so a read is an `Arc` clone, not a copy of every rule.
     rules_list: RwLock<Arc<[Rule]>>,
     shards: RwLock<BTreeMap<ShardId, (u64, u64)>>,
+    nodes: RwLock<BTreeMap<u64, NodeInfo>>,
 }
 
 impl Caches {
@@ -77,6 +79,27 @@ impl Caches {
         shards.get(&shard).copied()
     }
 
+    /// The whole shard map: shard → (node, epoch).
+    pub fn shard_map(&self) -> BTreeMap<ShardId, (u64, u64)> {
+        self.shards
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every registered node.
+    pub fn nodes(&self) -> BTreeMap<u64, NodeInfo> {
+        self.nodes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn node(&self, id: u64) -> Option<NodeInfo> {
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        nodes.get(&id).cloned()
+    }
+
     pub fn shard_count(&self) -> usize {
         self.shards
             .read()
@@ -95,10 +118,15 @@ impl Caches {
                 };
                 self.publish_rules(&rules);
             }
+            Applied::NodeChanged(info) => {
+                let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
+                nodes.insert(info.id, info.clone());
+            }
             Applied::ShardsAssigned {
                 node,
                 shards,
                 epoch,
+                ..
             } => {
                 let mut map = self.shards.write().unwrap_or_else(PoisonError::into_inner);
                 for shard in shards {
@@ -127,6 +155,12 @@ impl Caches {
             shards.insert(k.value(), v.value());
         }
         *self.shards.write().unwrap_or_else(PoisonError::into_inner) = shards;
+        let mut nodes = BTreeMap::new();
+        for row in txn.open_table(NODES)?.iter()? {
+            let (k, v) = row?;
+            nodes.insert(k.value(), decode::<NodeInfo>(v.value())?);
+        }
+        *self.nodes.write().unwrap_or_else(PoisonError::into_inner) = nodes;
         let mut cached = self.rules.write().unwrap_or_else(PoisonError::into_inner);
         let mut changes = Vec::new();
         for (key, old) in cached.iter() {
@@ -163,6 +197,11 @@ struct SnapshotData {
     active: Vec<(String, String, String, String)>,
     /// (shard, node, epoch)
     shards: Vec<(ShardId, u64, u64)>,
+    /// (shard, epoch, node, from_ms); absent in snapshots of older builds.
+    #[serde(default)]
+    history: Vec<(ShardId, u64, u64, i64)>,
+    #[serde(default)]
+    nodes: Vec<NodeInfo>,
 }
 
 /// The state machine store. Openraft owns one; its snapshot builders are clones.
@@ -187,6 +226,8 @@ impl StateMachineStore {
         txn.open_table(ALARMS)?;
         txn.open_table(ACTIVE)?;
         txn.open_table(SHARDS)?;
+        txn.open_table(HISTORY)?;
+        txn.open_table(NODES)?;
         txn.open_table(META)?;
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
@@ -242,6 +283,7 @@ fn rejection_reason(r: &Rejection) -> &'static str {
         Rejection::NoSuchRule(_) => "no_such_rule",
         Rejection::NoSuchAlarm(_) => "no_such_alarm",
         Rejection::UnknownFormat(_) => "unknown_format",
+        Rejection::NoSuchNode(_) => "no_such_node",
     }
 }
 
@@ -260,6 +302,8 @@ fn apply_batch(
             alarms: txn.open_table(ALARMS)?,
             active: txn.open_table(ACTIVE)?,
             shards: txn.open_table(SHARDS)?,
+            history: txn.open_table(HISTORY)?,
+            nodes: txn.open_table(NODES)?,
         };
         let mut meta = txn.open_table(META)?;
         for entry in entries {
@@ -315,6 +359,14 @@ fn build(db: &Database) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
         let (k, v) = row?;
         let (node, epoch) = v.value();
         data.shards.push((k.value(), node, epoch));
+    }
+    for row in txn.open_table(HISTORY)?.iter()? {
+        let (k, v) = row?;
+        let ((shard, epoch), (node, from_ms)) = (k.value(), v.value());
+        data.history.push((shard, epoch, node, from_ms));
+    }
+    for row in txn.open_table(NODES)?.iter()? {
+        data.nodes.push(decode(row?.1.value())?);
     }
     let meta_table = txn.open_table(META)?;
     let get = |key| -> Result<Option<Vec<u8>>, StoreError> {
@@ -375,6 +427,16 @@ fn install(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), Store
         let mut alarms = txn.open_table(ALARMS)?;
         let mut active = txn.open_table(ACTIVE)?;
         let mut shards = txn.open_table(SHARDS)?;
+        let mut history = txn.open_table(HISTORY)?;
+        let mut nodes = txn.open_table(NODES)?;
+        history.retain(|_, _| false)?;
+        nodes.retain(|_, _| false)?;
+        for (shard, epoch, node, from_ms) in &data.history {
+            history.insert((*shard, *epoch), (*node, *from_ms))?;
+        }
+        for node in &data.nodes {
+            nodes.insert(node.id, serde_json::to_vec(node)?.as_slice())?;
+        }
         rules.retain(|_, _| false)?;
         alarms.retain(|_, _| false)?;
         active.retain(|_, _| false)?;

@@ -66,6 +66,8 @@ fn history() -> Vec<RaftEntry> {
             ControlCommand::AssignShards {
                 node: 1,
                 shards: vec![0, 1],
+                at_ms: 10,
+                activate_after_ms: 0,
             },
         ),
         entry(3, put("hot")),
@@ -157,6 +159,17 @@ async fn a_snapshot_installs_into_a_fresh_store() {
         b.reader().upgrade().expect("b"),
     );
     assert_eq!(read_alarms(&db).expect("b"), read_alarms(&da).expect("a"));
+    let history = read_history(&db, 1).expect("b");
+    assert_eq!(history, read_history(&da, 1).expect("a"));
+    assert_eq!(
+        history,
+        vec![Ownership {
+            node: 1,
+            epoch: 2,
+            from_ms: 10,
+            to_ms: None
+        }]
+    );
     let current = b.get_current_snapshot().await.expect("read").expect("kept");
     assert_eq!(current.meta, snapshot.meta);
 

@@ -6,6 +6,9 @@
 //! - `active`: (tenant, rule id, device) → alarm id (`&str`): the one active alarm per
 //!   (device, rule); keyed rule-first so deleting a rule finds its alarms with one range scan;
 //! - `shards`: shard → (node, epoch) as `(u64, u64)`;
+//! - `history`: (shard, epoch) → (node, from_ms) as `(u64, i64)`: the ownership history, one
+//!   row per assignment; an owner holds the shard from `from_ms` until the next row's;
+//! - `nodes`: node id → [`NodeInfo`];
 //! - `meta`: `"last_applied"` (log id), `"last_membership"` (stored membership);
 //! - `snapshot`: `"meta"` (snapshot meta, JSON) and `"data"` (raw bytes) of the last snapshot.
 //!
@@ -17,6 +20,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::Deserialize;
 
 use super::apply::{ControlState, alarm_index};
+use super::command::NodeInfo;
 use super::types::StoreError;
 use crate::model::{Alarm, DeviceKey, Rule};
 use crate::shard::ShardId;
@@ -26,11 +30,15 @@ pub(super) type AlarmsTable<'t> = Table<'t, u64, &'static [u8]>;
 pub(super) type ActiveTable<'t> =
     Table<'t, (&'static str, &'static str, &'static str), &'static str>;
 pub(super) type ShardsTable<'t> = Table<'t, u32, (u64, u64)>;
+pub(super) type HistoryTable<'t> = Table<'t, (u32, u64), (u64, i64)>;
+pub(super) type NodesTable<'t> = Table<'t, u64, &'static [u8]>;
 
 pub(super) const RULES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rules");
 pub(super) const ALARMS: TableDefinition<u64, &[u8]> = TableDefinition::new("alarms");
 pub(super) const ACTIVE: TableDefinition<(&str, &str, &str), &str> = TableDefinition::new("active");
 pub(super) const SHARDS: TableDefinition<u32, (u64, u64)> = TableDefinition::new("shards");
+pub(super) const HISTORY: TableDefinition<(u32, u64), (u64, i64)> = TableDefinition::new("history");
+pub(super) const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
@@ -49,6 +57,8 @@ pub(super) struct TxnView<'t> {
     pub(super) alarms: AlarmsTable<'t>,
     pub(super) active: ActiveTable<'t>,
     pub(super) shards: ShardsTable<'t>,
+    pub(super) history: HistoryTable<'t>,
+    pub(super) nodes: NodesTable<'t>,
 }
 
 impl ControlState for TxnView<'_> {
@@ -57,8 +67,23 @@ impl ControlState for TxnView<'_> {
     fn shard_owner(&self, shard: ShardId) -> Result<Option<(u64, u64)>, StoreError> {
         Ok(self.shards.get(shard)?.map(|v| v.value()))
     }
-    fn set_shard_owner(&mut self, shard: ShardId, node: u64, epoch: u64) -> Result<(), StoreError> {
+    fn set_shard_owner(
+        &mut self,
+        shard: ShardId,
+        node: u64,
+        epoch: u64,
+        from_ms: i64,
+    ) -> Result<(), StoreError> {
         self.shards.insert(shard, (node, epoch))?;
+        self.history.insert((shard, epoch), (node, from_ms))?;
+        Ok(())
+    }
+    fn node(&self, id: u64) -> Result<Option<NodeInfo>, StoreError> {
+        self.nodes.get(id)?.map(|v| decode(v.value())).transpose()
+    }
+    fn put_node(&mut self, node: &NodeInfo) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(node)?;
+        self.nodes.insert(node.id, bytes.as_slice())?;
         Ok(())
     }
     fn rule(&self, tenant: &str, id: &str) -> Result<Option<Rule>, StoreError> {
@@ -168,6 +193,39 @@ pub fn read_active_alarm(
     };
     let alarms = txn.open_table(ALARMS)?;
     alarms.get(index)?.map(|v| decode(v.value())).transpose()
+}
+
+/// One owner of a shard over a time range, from the ownership history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ownership {
+    pub node: u64,
+    pub epoch: u64,
+    /// Leader's wall clock when the assignment was decided.
+    pub from_ms: i64,
+    /// When the next owner took over (`None`: still the owner).
+    pub to_ms: Option<i64>,
+}
+
+/// The owners of `shard` over time, oldest first.
+pub fn read_history(db: &Database, shard: u32) -> Result<Vec<Ownership>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(HISTORY)?;
+    let mut out: Vec<Ownership> = Vec::new();
+    for row in table.range((shard, 0)..=(shard, u64::MAX))? {
+        let (k, v) = row?;
+        let (_, epoch) = k.value();
+        let (node, from_ms) = v.value();
+        if let Some(prev) = out.last_mut() {
+            prev.to_ms = Some(from_ms);
+        }
+        out.push(Ownership {
+            node,
+            epoch,
+            from_ms,
+            to_ms: None,
+        });
+    }
+    Ok(out)
 }
 
 pub(super) fn read_meta<T: for<'de> Deserialize<'de>>(

@@ -8,7 +8,10 @@
 //!
 //! Taking the top bits means that doubling S splits every shard in two (shard `s` becomes
 //! `2s` and `2s + 1`), so a split never moves devices between unrelated shards.
-//! This module never awaits and does no I/O.
+//! This module never awaits and does no I/O. [`placement`] decides which node owns which
+//! shard (balanced, minimal movement), also pure.
+
+pub mod placement;
 
 use crate::model::DeviceKey;
 

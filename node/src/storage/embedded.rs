@@ -31,6 +31,19 @@ use super::codec::{self, Cursor};
 
 /// Prefix of this backend's page tokens (format version 1).
 const TOKEN_PREFIX: &str = "p1";
+
+/// The page token of this store that resumes strictly after (metric, ts): lets a caller that
+/// merges pages of several embedded stores (the cluster's routed reads) hand out one token
+/// that every holder understands.
+pub fn page_token_after(metric: &str, ts_ms: crate::model::TimestampMs) -> String {
+    codec::encode_token(
+        TOKEN_PREFIX,
+        &Cursor {
+            metric: metric.to_owned(),
+            ts_ms,
+        },
+    )
+}
 use super::{Page, RangeQuery, StorageError, TelemetryStore};
 use crate::model::{DeviceInfo, DeviceKey, Point, TimestampMs};
 

@@ -30,7 +30,7 @@ pub enum StorageError {
 }
 
 /// A range read over one device.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RangeQuery {
     pub device: DeviceKey,
     /// `None`: every metric of the device.
@@ -65,7 +65,7 @@ impl RangeQuery {
 }
 
 /// One page of a range read, ordered by (metric, ts).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Page {
     pub points: Vec<Point>,
     /// Token for the next page; `None` when there is nothing more.

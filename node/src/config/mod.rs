@@ -1,9 +1,26 @@
 //! Node configuration: what a node needs to run, with defaults in one place and `validate()`
-//! for rules that span fields. `starling dev` builds it from flags; `starling serve` (cluster
-//! issue) will read it from TOML with `STARLING_…` environment overrides.
+//! for rules that span fields.
+//!
+//! - [`NodeConfig`]: what [`crate::node::run`] needs for one node's store, ingest and API.
+//!   `starling dev` builds it from flags.
+//! - [`serve::ServeConfig`]: the production node's TOML file (`starling serve --config FILE`)
+//!   with `STARLING_…` environment overrides; it adds the cluster, listen and TLS settings and
+//!   converts to a [`NodeConfig`] with [`serve::ServeConfig::to_node_config`].
+//!
+//! What it does not do: open files other than the config file itself, bind sockets or check
+//! that certificates exist — that happens when the node starts.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+mod duration;
+pub mod serve;
+mod serve_env;
+#[cfg(test)]
+mod serve_tests;
+mod serve_validate;
+#[cfg(test)]
+mod serve_validate_tests;
 
 /// A configuration that cannot run; the message names the field.
 #[derive(Debug, thiserror::Error)]
