@@ -34,6 +34,27 @@ impl Cluster for StubCluster {
             ..Default::default()
         }))
     }
+
+    async fn members(
+        &self,
+        _request: Request<starling_sdk::proto::ClusterMembersRequest>,
+    ) -> Result<Response<starling_sdk::proto::ClusterMembersResponse>, Status> {
+        Err(Status::unimplemented("stub"))
+    }
+
+    async fn shards(
+        &self,
+        _request: Request<starling_sdk::proto::ClusterShardsRequest>,
+    ) -> Result<Response<starling_sdk::proto::ClusterShardsResponse>, Status> {
+        Err(Status::unimplemented("stub"))
+    }
+
+    async fn remove_member(
+        &self,
+        _request: Request<starling_sdk::proto::RemoveMemberRequest>,
+    ) -> Result<Response<starling_sdk::proto::RemoveMemberResponse>, Status> {
+        Err(Status::unimplemented("stub"))
+    }
 }
 
 /// Makes (or reuses) the dev PKI in `dir` and serves the stub with it on 127.0.0.1:0.

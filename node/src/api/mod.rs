@@ -189,10 +189,34 @@ impl pb::cluster_server::Cluster for ClusterApi {
                     node_id: *id,
                     peer_addr: addr.clone(),
                     voter: *voter,
+                    ..Default::default()
                 })
                 .collect(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
+    }
+
+    // Stubs so the tree builds against the cluster proto (fb4a59c) until the cluster issue
+    // implements them in main.
+    async fn members(
+        &self,
+        _req: Request<pb::ClusterMembersRequest>,
+    ) -> Result<Response<pb::ClusterMembersResponse>, Status> {
+        Err(Status::unimplemented("cluster members: not supported yet"))
+    }
+
+    async fn shards(
+        &self,
+        _req: Request<pb::ClusterShardsRequest>,
+    ) -> Result<Response<pb::ClusterShardsResponse>, Status> {
+        Err(Status::unimplemented("cluster shards: not supported yet"))
+    }
+
+    async fn remove_member(
+        &self,
+        _req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        Err(Status::unimplemented("remove member: not supported yet"))
     }
 }
 

@@ -83,6 +83,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
         Ok(Response::new(pb::QueryResponse {
             points: page.points.iter().map(convert::point_to_pb).collect(),
             next_page_token: page.next.unwrap_or_default(),
+            partial: false,
         }))
     }
 
@@ -95,6 +96,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
         let points = self.0.store.latest(&device).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::LatestResponse {
             points: points.iter().map(convert::point_to_pb).collect(),
+            partial: false,
         }))
     }
 }
