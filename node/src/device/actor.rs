@@ -28,7 +28,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::state::{DeviceState, Effect, RuleAlarm};
+use super::state::{DeviceState, Effect};
 use super::{DeviceError, DeviceSettings, IngestReport, Inner};
 use crate::metrics_names;
 use crate::model::{DeviceKey, Point, Sample, TimestampMs, Transition};
@@ -94,8 +94,7 @@ impl Actor for DeviceActor {
                     .active_alarm(&args.key, &rule.doc.id)?
                     .is_some()
             {
-                core.alarms
-                    .insert(rule.doc.id.clone(), RuleAlarm { active: true });
+                core.set_active(rule);
             }
         }
         let check = (args.settings.idle_timeout / 4)
