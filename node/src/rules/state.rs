@@ -328,3 +328,7 @@ fn value_text(v: &Value) -> String {
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "state_tests_more.rs"]
+mod tests_more;
