@@ -8,7 +8,7 @@
 //!   Also the embedded broker for `dev` (feature `embedded-broker`).
 //! - [`device`]: one ractor actor per active device. The state logic is a pure function
 //!   (`device::state`); the actor executes its effects (persist, commit alarm transitions).
-//! - [`rules`]: rule evaluation, pure.
+//! - [`rules`]: the rule language, its validation and its evaluation, pure.
 //! - [`storage`]: the telemetry store trait and its backends.
 //! - [`cluster`]: membership, leases and routing: which node serves which device now,
 //!   forwarding points to their owner, the leader's failure detection and placement.

@@ -91,60 +91,12 @@ pub struct DeviceInfo {
     pub last_seen_ms: TimestampMs,
 }
 
-/// Comparison operator of a threshold condition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CmpOp {
-    #[serde(rename = ">")]
-    Gt,
-    #[serde(rename = ">=")]
-    Ge,
-    #[serde(rename = "<")]
-    Lt,
-    #[serde(rename = "<=")]
-    Le,
-    #[serde(rename = "==")]
-    Eq,
-    #[serde(rename = "!=")]
-    Ne,
-}
-
-impl CmpOp {
-    pub fn holds(self, left: f64, right: f64) -> bool {
-        match self {
-            CmpOp::Gt => left > right,
-            CmpOp::Ge => left >= right,
-            CmpOp::Lt => left < right,
-            CmpOp::Le => left <= right,
-            CmpOp::Eq => left == right,
-            CmpOp::Ne => left != right,
-        }
-    }
-}
-
-/// Which devices a rule applies to. An empty selector matches every device of the tenant.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Selector {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub devices: Vec<String>,
-}
-
-/// A threshold on one numeric metric.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Threshold {
-    pub metric: String,
-    pub op: CmpOp,
-    pub value: f64,
-}
-
-/// A rule's condition. This first cut has thresholds only; the rules issue adds `for`
-/// durations, hysteresis, no-data, geofences, rate of change and AND/OR.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Condition {
-    Threshold(Threshold),
-}
+// The rule language (conditions, selectors, notification targets) lives in `rules/doc.rs`;
+// re-exported so every layer names it `model::…` like the other domain types.
+pub use crate::rules::doc::{
+    Circle, CmpOp, Condition, DeviceMeta, GeoTrigger, Geofence, NoData, PolygonShape, RateOfChange,
+    RuleDuration, Selector, Shape, Target, Threshold,
+};
 
 /// An alert rule document, as applied by users. Stored in Raft; the version is the Raft
 /// log index of the entry that wrote it.
@@ -159,6 +111,9 @@ pub struct RuleDoc {
     pub condition: Condition,
     #[serde(default = "default_severity")]
     pub severity: String,
+    /// Where alarm transitions are sent (validated; delivery is the notifications issue).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Target>,
 }
 
 fn default_severity() -> String {
@@ -178,11 +133,15 @@ impl Rule {
         self.doc.tenant.as_deref().unwrap_or(DEFAULT_TENANT)
     }
 
-    /// Whether the rule applies to this device.
+    /// Whether the rule applies to this device, whose type and labels are unknown (there is
+    /// no device registry yet): selectors naming a type or labels do not match.
     pub fn selects(&self, device: &DeviceKey) -> bool {
-        self.tenant() == device.tenant
-            && (self.doc.selector.devices.is_empty()
-                || self.doc.selector.devices.contains(&device.device))
+        self.selects_with(device, None)
+    }
+
+    /// Whether the rule applies to this device, given its metadata when known.
+    pub fn selects_with(&self, device: &DeviceKey, meta: Option<&DeviceMeta>) -> bool {
+        self.tenant() == device.tenant && self.doc.selector.matches(&device.device, meta)
     }
 }
 

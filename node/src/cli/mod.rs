@@ -224,7 +224,8 @@ pub struct RulesArgs {
 /// Rules verbs.
 #[derive(Debug, Clone, Subcommand)]
 pub enum RulesCommand {
-    /// Create or replace a rule from a JSON document (its "id" names the rule).
+    /// Create or replace a rule from a JSON or YAML (.yaml, .yml) document; its "id" names
+    /// the rule. Examples: examples/rules/.
     Apply {
         /// The rule document.
         #[arg(long, short)]

@@ -231,27 +231,25 @@ fn rule_row(r: &proto::Rule) -> Vec<String> {
     ]
 }
 
-/// A rule file's contents, checked to be JSON (the only format this version sends).
-fn read_rule_file(path: &Path) -> anyhow::Result<String> {
+/// A rule file's contents and format: `yaml` for `.yaml`/`.yml` files (the server parses and
+/// validates them), otherwise `json`, checked to be JSON here so a typo fails before a call.
+fn read_rule_file(path: &Path) -> anyhow::Result<(String, &'static str)> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext.eq_ignore_ascii_case("yaml") || ext.eq_ignore_ascii_case("yml") {
-        bail!(
-            "{}: YAML rules arrive with the rules issue; write the rule as JSON",
-            path.display()
-        );
-    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if ext.eq_ignore_ascii_case("yaml") || ext.eq_ignore_ascii_case("yml") {
+        return Ok((text, "yaml"));
+    }
     serde_json::from_str::<Json>(&text)
         .with_context(|| format!("{}: not valid JSON", path.display()))?;
-    Ok(text)
+    Ok((text, "json"))
 }
 
 async fn rules(ctx: &Ctx, command: &RulesCommand) -> Outcome {
     match command {
         RulesCommand::Apply { file } => {
-            let document = read_rule_file(file)?;
-            let rule = ctx.client.apply_rule(&document, "json").await?;
+            let (document, format) = read_rule_file(file)?;
+            let rule = ctx.client.apply_rule(&document, format).await?;
             ctx.print(&[rule], output::rule_json, RULE_HEADERS, rule_row)
         }
         RulesCommand::List => {
@@ -477,11 +475,13 @@ mod tests {
         let yaml = dir.path().join("r.yaml");
         std::fs::write(&yaml, "id: r1").expect("write");
 
-        assert_eq!(read_rule_file(&json).expect("json"), r#"{"id": "r1"}"#);
-        let err = read_rule_file(&yaml).expect_err("yaml").to_string();
-        assert!(
-            err.contains("YAML rules arrive with the rules issue"),
-            "{err}"
+        assert_eq!(
+            read_rule_file(&json).expect("json"),
+            (r#"{"id": "r1"}"#.to_owned(), "json")
+        );
+        assert_eq!(
+            read_rule_file(&yaml).expect("yaml"),
+            ("id: r1".to_owned(), "yaml")
         );
         let err = format!("{:#}", read_rule_file(&bad).expect_err("bad"));
         assert!(err.contains("not valid JSON"), "{err}");

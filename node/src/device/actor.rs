@@ -18,17 +18,26 @@
 //! as retryable, and the retried messages reach a fresh actor that rehydrates from the
 //! control plane. No partial repair of in-memory state is attempted.
 //!
-//! Passivation: a periodic check stops the actor after `idle_timeout` without messages; it
+//! Time-driven conditions (no-data, `for` durations): after each message the actor keeps one
+//! `send_after` timer for the state's earliest deadline (an absolute receive time); the
+//! `Tick` it sends runs `DeviceState::on_tick` with the wall clock, and the resulting alarm
+//! transitions go through the same ordered pipeline, without a reply. Deadlines live in
+//! memory only: after a restart or failover they restart with the device's next message
+//! (persisting them is the cluster work).
+//!
+//! Passivation: a periodic check stops the actor after `idle_timeout` without messages,
+//! unless a deadline is pending (an actor watching for no-data must stay to see it pass); it
 //! first removes itself from the router so new messages spawn a fresh actor.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::state::{DeviceState, Effect, RuleAlarm};
+use super::state::{DeviceState, Effect};
 use super::{DeviceError, DeviceSettings, IngestReport, Inner};
 use crate::metrics_names;
 use crate::model::{DeviceKey, Point, Sample, TimestampMs, Transition};
@@ -50,6 +59,8 @@ pub enum DeviceMsg {
     },
     /// Periodic idle check (passivation).
     IdleCheck,
+    /// The earliest rule deadline may have passed: run time-driven conditions.
+    Tick,
 }
 
 /// Everything an actor needs, handed over at spawn.
@@ -66,6 +77,9 @@ pub struct DeviceArgs {
 
 pub struct DeviceActor;
 
+/// The task that will send the next `Tick` (abort it to cancel).
+type TickTimer = JoinHandle<Result<(), MessagingErr<DeviceMsg>>>;
+
 pub struct ActorState {
     core: DeviceState,
     args: Arc<DeviceArgs>,
@@ -74,6 +88,8 @@ pub struct ActorState {
     /// Completion of the newest message in the pipeline: `true` if it succeeded. The next
     /// message waits on it before committing and replying.
     tail: Option<oneshot::Receiver<bool>>,
+    /// The pending `Tick` timer and the deadline it was set for.
+    timer: Option<(TimestampMs, TickTimer)>,
 }
 
 impl Actor for DeviceActor {
@@ -96,8 +112,7 @@ impl Actor for DeviceActor {
                     .active_alarm(&args.key, &rule.doc.id)?
                     .is_some()
             {
-                core.alarms
-                    .insert(rule.doc.id.clone(), RuleAlarm { active: true });
+                core.set_active(rule);
             }
         }
         let check = (args.settings.idle_timeout / 4)
@@ -109,6 +124,7 @@ impl Actor for DeviceActor {
             shard,
             last_activity: Instant::now(),
             tail: None,
+            timer: None,
         })
     }
 
@@ -127,10 +143,24 @@ impl Actor for DeviceActor {
             } => {
                 state.last_activity = Instant::now();
                 let _entered = span.enter();
-                state.start_ingest(&samples, received_at_ms, reply, myself);
+                state.start_ingest(&samples, received_at_ms, reply, myself.clone());
+                state.schedule(&myself);
+            }
+            DeviceMsg::Tick => {
+                state.timer = None;
+                let rules = state.args.control.rules();
+                let effects = state.core.on_tick(wall_clock_ms(), &rules);
+                if !effects.is_empty() {
+                    let span = tracing::info_span!("device.tick", device = %state.args.key);
+                    let _entered = span.enter();
+                    state.start_effects(effects, None, myself.clone());
+                }
+                state.schedule(&myself);
             }
             DeviceMsg::IdleCheck => {
-                if state.last_activity.elapsed() >= state.args.settings.idle_timeout {
+                if state.last_activity.elapsed() >= state.args.settings.idle_timeout
+                    && state.core.next_deadline().is_none()
+                {
                     forget(&state.args, &myself);
                     metrics::counter!(metrics_names::DEVICE_PASSIVATIONS).increment(1);
                     myself.stop(Some("idle".into()));
@@ -147,6 +177,13 @@ fn forget(args: &DeviceArgs, actor: &ActorRef<DeviceMsg>) {
     }
 }
 
+/// The receive clock: Unix milliseconds, as ingest stamps `received_at_ms`.
+fn wall_clock_ms() -> TimestampMs {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl ActorState {
     /// Evaluates now (in message order) and runs the effects in a pipelined task.
     fn start_ingest(
@@ -158,6 +195,34 @@ impl ActorState {
     ) {
         let rules = self.args.control.rules();
         let effects = self.core.on_samples(samples, received_at_ms, &rules);
+        self.start_effects(effects, Some(reply), myself);
+    }
+
+    /// Keeps one timer, for the state's earliest deadline.
+    fn schedule(&mut self, myself: &ActorRef<DeviceMsg>) {
+        let next = self.core.next_deadline();
+        if self.timer.as_ref().map(|(at, _)| *at) == next {
+            return;
+        }
+        if let Some((_, handle)) = self.timer.take() {
+            handle.abort();
+        }
+        if let Some(at) = next {
+            let wait = Duration::from_millis(u64::try_from(at - wall_clock_ms()).unwrap_or(0));
+            // If the actor stops first, the send fails and nothing happens.
+            let handle = myself.send_after(wait, || DeviceMsg::Tick);
+            self.timer = Some((at, handle));
+        }
+    }
+
+    /// Runs effects in a pipelined task: persist, wait for the previous message, commit,
+    /// reply (if someone waits for one).
+    fn start_effects(
+        &mut self,
+        effects: Vec<Effect>,
+        reply: Option<RpcReplyPort<Result<IngestReport, DeviceError>>>,
+        myself: ActorRef<DeviceMsg>,
+    ) {
         let epoch = self.args.epoch;
         let mut points: Vec<Point> = Vec::new();
         let mut commands = Vec::new();
@@ -198,7 +263,9 @@ impl ActorState {
             }
             let _ = done_tx.send(result.is_ok());
             // The caller may have given up (shutdown); nothing to do then.
-            let _ = reply.send(result);
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
         };
         tokio::spawn(task.instrument(span));
     }

@@ -1,33 +1,36 @@
-//! The device state machine, pure: `on_samples(&mut state, …) -> Vec<Effect>`.
+//! The device state machine, pure: `on_samples(&mut state, …) -> Vec<Effect>` and
+//! `on_tick(&mut state, now, …) -> Vec<Effect>`.
 //!
 //! It turns accepted samples into points to persist and alarm transitions to commit, and
-//! keeps what evaluation needs between messages. It never awaits, never does I/O and never
-//! reads a clock: the actor (`device::actor`) executes the effects in order.
+//! keeps what evaluation needs between messages: one [`RuleState`] per rule that selects the
+//! device. It never awaits, never does I/O and never reads a clock: the actor
+//! (`device::actor`) passes the receive time in, executes the effects in order, and schedules
+//! one timer for [`DeviceState::next_deadline`] so time-driven conditions (no-data, `for`)
+//! fire without new data.
 //!
 //! Time: rules are evaluated in event time (the sample's `ts`). A sample older than the
 //! newest one already evaluated for this device is a *late* point: it is stored (history is
-//! complete) but does not re-open evaluation, so a late point can neither raise nor clear.
+//! complete) and updates rule history (rate windows, no-data receipt), but does not re-open
+//! evaluation, so a late point can neither raise nor clear. Before evaluating a message, the
+//! deadlines that passed by its receive time are run, so a silence longer than a no-data
+//! timeout raises (then the message clears) even if the timer had not fired yet.
 
 use std::collections::HashMap;
 
-use crate::model::{AlarmRaise, DeviceKey, Point, Rule, Sample, TimestampMs};
-use crate::rules::{self, Decision};
-
-/// What the actor knows about one rule's alarm for this device.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RuleAlarm {
-    /// Whether the control plane holds an active alarm of (device, rule).
-    pub active: bool,
-}
+use crate::model::{AlarmRaise, DeviceKey, DeviceMeta, Point, Rule, Sample, TimestampMs};
+use crate::rules::{RuleState, Transition};
 
 /// Live state of one device.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct DeviceState {
     pub key: DeviceKey,
+    /// Type and labels for selectors. Always `None` today: there is no device registry yet,
+    /// so selectors naming a type or labels match no device.
+    pub meta: Option<DeviceMeta>,
     /// Event time of the newest sample evaluated; older samples are late.
     pub evaluated_until: Option<TimestampMs>,
-    /// Alarm state per rule id, as committed (rehydrated from the control plane on activation).
-    pub alarms: HashMap<String, RuleAlarm>,
+    /// Alarm state machine per rule id (active flags rehydrated from the control plane).
+    pub rules: HashMap<String, RuleState>,
 }
 
 /// What the actor must do, in this order.
@@ -46,13 +49,28 @@ impl DeviceState {
     pub fn new(key: DeviceKey) -> Self {
         Self {
             key,
+            meta: None,
             evaluated_until: None,
-            alarms: HashMap::new(),
+            rules: HashMap::new(),
         }
     }
 
-    /// Handles accepted samples: persist them all, then evaluate the rules that select this
-    /// device on each non-late sample in event-time order.
+    /// Records that the control plane holds an active alarm of (device, `rule`).
+    pub fn set_active(&mut self, rule: &Rule) {
+        self.rules
+            .entry(rule.doc.id.clone())
+            .or_insert_with(|| RuleState::new(rule, true))
+            .set_active(true);
+    }
+
+    /// Whether this state believes the alarm of (device, `rule_id`) is active.
+    pub fn is_active(&self, rule_id: &str) -> bool {
+        self.rules.get(rule_id).is_some_and(RuleState::is_active)
+    }
+
+    /// Handles accepted samples received at `received_at_ms`: persist them all, run the
+    /// deadlines that passed by then, then evaluate the rules that select this device on each
+    /// sample in event-time order (late samples update history only).
     pub fn on_samples(
         &mut self,
         samples: &[Sample],
@@ -79,51 +97,92 @@ impl DeviceState {
             return effects;
         }
         effects.push(Effect::Persist(points));
-
-        // Rules that no longer exist have no alarm left to track (deletion cleared it).
-        self.alarms
-            .retain(|id, _| rules.iter().any(|r| r.doc.id == *id));
+        self.forget_unselected(rules);
+        effects.extend(self.tick(received_at_ms, rules));
 
         timed.sort_by_key(|(ts, _)| *ts); // stable: equal timestamps keep arrival order
         for (ts, sample) in timed {
-            if self.evaluated_until.is_some_and(|until| ts < until) {
-                continue; // late point: stored, not evaluated
+            let late = self.evaluated_until.is_some_and(|until| ts < until);
+            if !late {
+                self.evaluated_until = Some(ts);
             }
-            self.evaluated_until = Some(ts);
-            for rule in rules.iter().filter(|r| r.selects(&self.key)) {
-                let entry = self
-                    .alarms
+            for rule in rules
+                .iter()
+                .filter(|r| r.selects_with(&self.key, self.meta.as_ref()))
+            {
+                let state = self
+                    .rules
                     .entry(rule.doc.id.clone())
-                    .or_insert(RuleAlarm { active: false });
-                match rules::evaluate(rule, entry.active, &sample.values) {
-                    Decision::Keep => {}
-                    Decision::Raise {
-                        metric,
-                        value,
-                        message,
-                    } => {
-                        entry.active = true;
-                        effects.push(Effect::Raise(AlarmRaise {
-                            rule_id: rule.doc.id.clone(),
-                            rule_version: rule.version,
-                            severity: rule.doc.severity.clone(),
-                            metric,
-                            value,
-                            at_ms: ts,
-                            message,
-                        }));
-                    }
-                    Decision::Clear => {
-                        entry.active = false;
-                        effects.push(Effect::Clear {
-                            rule_id: rule.doc.id.clone(),
-                            at_ms: ts,
-                        });
-                    }
+                    .or_insert_with(|| RuleState::new(rule, false));
+                if late {
+                    state.on_late_point(rule, ts, &sample.values, received_at_ms);
+                } else if let Some(t) = state.on_point(rule, ts, &sample.values, received_at_ms) {
+                    effects.push(effect(rule, t));
                 }
             }
         }
         effects
+    }
+
+    /// The receive clock reads `now`: time-driven conditions whose deadline passed fire.
+    pub fn on_tick(&mut self, now: TimestampMs, rules: &[Rule]) -> Vec<Effect> {
+        self.forget_unselected(rules);
+        self.tick(now, rules)
+    }
+
+    /// The earliest absolute receive time at which [`DeviceState::on_tick`] may do something.
+    pub fn next_deadline(&self) -> Option<TimestampMs> {
+        self.rules
+            .values()
+            .filter_map(RuleState::next_deadline)
+            .min()
+    }
+
+    fn tick(&mut self, now: TimestampMs, rules: &[Rule]) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for rule in rules {
+            if let Some(state) = self.rules.get_mut(&rule.doc.id)
+                && let Some(t) = state.on_tick(rule, now)
+            {
+                effects.push(effect(rule, t));
+            }
+        }
+        effects
+    }
+
+    /// Drops the state of rules that were deleted (deletion cleared their alarms) or no
+    /// longer select this device.
+    fn forget_unselected(&mut self, rules: &[Rule]) {
+        let key = &self.key;
+        let meta = self.meta.as_ref();
+        self.rules.retain(|id, _| {
+            rules
+                .iter()
+                .any(|r| r.doc.id == *id && r.selects_with(key, meta))
+        });
+    }
+}
+
+fn effect(rule: &Rule, t: Transition) -> Effect {
+    match t {
+        Transition::Raise {
+            trigger,
+            at_ms,
+            message,
+            ..
+        } => Effect::Raise(AlarmRaise {
+            rule_id: rule.doc.id.clone(),
+            rule_version: rule.version,
+            severity: rule.doc.severity.clone(),
+            metric: trigger.metric,
+            value: trigger.value,
+            at_ms,
+            message,
+        }),
+        Transition::Clear { at_ms, .. } => Effect::Clear {
+            rule_id: rule.doc.id.clone(),
+            at_ms,
+        },
     }
 }
 
@@ -139,13 +198,17 @@ mod tests {
                 tenant: None,
                 selector: Selector {
                     devices: devices.iter().map(|d| d.to_string()).collect(),
+                    ..Default::default()
                 },
                 condition: Condition::Threshold(Threshold {
                     metric: "temp".into(),
                     op: CmpOp::Gt,
                     value: 30.0,
+                    hold: None,
+                    clear: None,
                 }),
                 severity: "major".into(),
+                notify: Vec::new(),
             },
             version: 3,
             updated_at_ms: 0,
@@ -244,7 +307,7 @@ mod tests {
     fn rehydrated_active_alarm_is_not_raised_again() {
         let rules = vec![hot_rule(&[])];
         let mut st = DeviceState::new(DeviceKey::default_tenant("d1"));
-        st.alarms.insert("hot".into(), RuleAlarm { active: true });
+        st.set_active(&rules[0]);
         assert_eq!(
             summary(&st.on_samples(&[sample(Some(1), 99.0)], 0, &rules)),
             ["P1"]
@@ -254,9 +317,9 @@ mod tests {
     #[test]
     fn deleted_rule_state_is_dropped() {
         let mut st = DeviceState::new(DeviceKey::default_tenant("d1"));
-        st.alarms.insert("gone".into(), RuleAlarm { active: true });
+        st.set_active(&hot_rule(&[]));
         st.on_samples(&[sample(Some(1), 1.0)], 0, &[]);
-        assert!(st.alarms.is_empty());
+        assert!(st.rules.is_empty());
     }
 
     #[test]
@@ -275,5 +338,104 @@ mod tests {
     fn empty_samples_do_nothing() {
         let mut st = DeviceState::new(DeviceKey::default_tenant("d1"));
         assert!(st.on_samples(&[], 0, &[]).is_empty());
+    }
+
+    fn offline_rule(id: &str, seconds: u64) -> Rule {
+        let mut r = hot_rule(&[]);
+        r.doc.id = id.into();
+        r.doc.condition = Condition::NoData(crate::model::NoData {
+            metric: None,
+            seconds: Some(seconds),
+            after: None,
+        });
+        r
+    }
+
+    #[test]
+    fn no_data_fires_on_tick_with_injected_time() {
+        let rules = vec![offline_rule("offline", 60)];
+        let mut st = DeviceState::new(DeviceKey::default_tenant("d1"));
+        assert_eq!(st.next_deadline(), None);
+        assert_eq!(
+            summary(&st.on_samples(&[sample(Some(5), 1.0)], 1_000, &rules)),
+            ["P1"]
+        );
+        assert_eq!(st.next_deadline(), Some(61_000));
+        assert!(st.on_tick(60_999, &rules).is_empty());
+        let fired = st.on_tick(61_000, &rules);
+        assert!(matches!(
+            &fired[..],
+            [Effect::Raise(AlarmRaise { rule_id, at_ms: 61_000, .. })] if rule_id == "offline"
+        ));
+        assert_eq!(st.next_deadline(), None);
+        assert!(st.on_tick(1_000_000, &rules).is_empty());
+        // Data again: cleared at the sample's event time.
+        assert_eq!(
+            summary(&st.on_samples(&[sample(Some(70_000), 1.0)], 70_000, &rules)),
+            ["P1", "C@70000"]
+        );
+    }
+
+    #[test]
+    fn a_message_after_a_missed_deadline_raises_then_clears() {
+        // The timer did not fire (or the actor was busy): the message's receive time runs it.
+        let rules = vec![offline_rule("offline", 60)];
+        let mut st = DeviceState::new(DeviceKey::default_tenant("d1"));
+        st.on_samples(&[sample(Some(0), 1.0)], 0, &rules);
+        assert_eq!(
+            summary(&st.on_samples(&[sample(Some(90_000), 1.0)], 90_000, &rules)),
+            ["P1", "R@60000", "C@90000"]
+        );
+    }
+
+    #[test]
+    fn next_deadline_is_the_earliest_of_all_rules() {
+        let rules = vec![
+            offline_rule("slow", 600),
+            offline_rule("fast", 60),
+            hot_rule(&[]),
+        ];
+        let mut st = DeviceState::new(DeviceKey::default_tenant("d1"));
+        st.on_samples(&[sample(Some(0), 1.0)], 500, &rules);
+        assert_eq!(st.next_deadline(), Some(60_500));
+    }
+
+    #[test]
+    fn late_samples_are_stored_and_count_as_data_but_do_not_evaluate() {
+        let rules = vec![hot_rule(&[]), offline_rule("offline", 60)];
+        let mut st = DeviceState::new(DeviceKey::default_tenant("d1"));
+        st.on_samples(&[sample(Some(100), 1.0)], 100, &rules);
+        assert_eq!(
+            summary(&st.on_samples(&[sample(Some(50), 99.0)], 30_000, &rules)),
+            ["P1"]
+        );
+        assert_eq!(
+            st.next_deadline(),
+            Some(90_000),
+            "receipt of the late sample counts"
+        );
+    }
+
+    #[test]
+    fn type_and_label_selectors_need_device_metadata() {
+        let mut by_type = hot_rule(&[]);
+        by_type.doc.selector.device_type = Some("boiler".into());
+        let rules = vec![by_type];
+        // Today: no registry, no metadata, no match.
+        let mut st = DeviceState::new(DeviceKey::default_tenant("d1"));
+        assert_eq!(
+            summary(&st.on_samples(&[sample(Some(1), 99.0)], 0, &rules)),
+            ["P1"]
+        );
+        // With metadata (what the registry will supply), it matches.
+        let mut st = DeviceState::new(DeviceKey::default_tenant("d1"));
+        st.meta = Some(DeviceMeta {
+            device_type: Some("boiler".into()),
+            labels: Default::default(),
+        });
+        assert_eq!(
+            summary(&st.on_samples(&[sample(Some(1), 99.0)], 0, &rules)),
+            ["P1", "R@1"]
+        );
     }
 }

@@ -99,8 +99,11 @@ fn doc(id: &str) -> RuleDoc {
             metric: "temp".into(),
             op: crate::model::CmpOp::Gt,
             value: 30.0,
+            hold: None,
+            clear: None,
         }),
         severity: "major".into(),
+        notify: Vec::new(),
     }
 }
 

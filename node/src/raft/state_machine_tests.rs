@@ -33,8 +33,11 @@ fn put(id: &str) -> ControlCommand {
                 metric: "temp".into(),
                 op: CmpOp::Gt,
                 value: 30.0,
+                hold: None,
+                clear: None,
             }),
             severity: "major".into(),
+            notify: Vec::new(),
         },
         at_ms: 1,
     }

@@ -25,8 +25,11 @@ fn doc(id: &str, limit: f64) -> RuleDoc {
             metric: "temp".into(),
             op: CmpOp::Gt,
             value: limit,
+            hold: None,
+            clear: None,
         }),
         severity: "major".into(),
+        notify: Vec::new(),
     }
 }
 
