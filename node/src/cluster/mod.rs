@@ -230,10 +230,12 @@ impl Cluster {
     }
 
     /// The leader's answer to a lease renewal of `node`.
-    pub fn on_heartbeat(&self, node: u64, applied: u64, now: Instant) -> Result<(), String> {
+    pub async fn on_heartbeat(&self, node: u64, applied: u64, now: Instant) -> Result<(), String> {
+        let timeout = self.inner.settings.heartbeat;
         self.inner
             .supervisor
-            .on_heartbeat(&self.inner.control, node, applied, now)
+            .on_heartbeat(&self.inner.control, node, applied, now, timeout)
+            .await
     }
 
     /// Every member with its health, for `cluster members`.
@@ -356,7 +358,7 @@ impl Cluster {
         let applied = control.applied_index();
         let answer = match control.leader() {
             None => Err("no leader known".to_owned()),
-            Some((leader, _)) if leader == me => self.on_heartbeat(me, applied, sent),
+            Some((leader, _)) if leader == me => self.on_heartbeat(me, applied, sent).await,
             Some((_, addr)) => {
                 match self
                     .inner

@@ -167,7 +167,7 @@ impl LeaderForward for Peers {
         leader: u64,
         addr: &str,
         cmd: &ControlCommand,
-    ) -> Result<ControlResponse, ControlError> {
+    ) -> Result<(u64, ControlResponse), ControlError> {
         let command = serde_json::to_vec(cmd).map_err(ControlError::fatal)?;
         let mut client = self
             .control(addr)
@@ -184,6 +184,7 @@ impl LeaderForward for Peers {
                 )),
             })?
             .into_inner();
-        serde_json::from_slice(&reply.response).map_err(ControlError::fatal)
+        let response = serde_json::from_slice(&reply.response).map_err(ControlError::fatal)?;
+        Ok((reply.index, response))
     }
 }

@@ -47,15 +47,15 @@ impl pb::control_server::Control for ControlService {
     ) -> Result<Response<pb::ControlWriteReply>, Status> {
         let cmd: ControlCommand = serde_json::from_slice(&req.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("control command: {e}")))?;
-        let response = self
+        let (index, response) = self
             .cluster
             .control()
-            .write_local(cmd)
+            .write_local_indexed(cmd)
             .await
             .map_err(control_status)?;
         let response =
             serde_json::to_vec(&response).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::ControlWriteReply { response }))
+        Ok(Response::new(pb::ControlWriteReply { response, index }))
     }
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
@@ -119,7 +119,8 @@ impl pb::control_server::Control for ControlService {
         let r = req.into_inner();
         let result = self
             .cluster
-            .on_heartbeat(r.node_id, r.applied_index, Instant::now());
+            .on_heartbeat(r.node_id, r.applied_index, Instant::now())
+            .await;
         Ok(Response::new(pb::HeartbeatReply {
             leader_id: self.cluster.control().leader().map_or(0, |(l, _)| l),
             granted: result.is_ok(),

@@ -4,7 +4,8 @@
 //! - [`Supervisor::on_heartbeat`] grants or refuses a node's lease renewal. A node is refused
 //!   while a move of shards away from it is being proposed and until it has applied that move
 //!   (its `applied_index` reaches the move's epoch), so an old owner's lease never covers a
-//!   shard after the new owner may activate it.
+//!   shard after the new owner may activate it — also when the old owner was dead and comes
+//!   back with the map it had.
 //! - [`Supervisor::tick`] (every heartbeat interval) marks nodes not heard for
 //!   `failure_timeout` down (naming a rescuer for their broker session), marks returning
 //!   nodes active, places shards with [`placement::plan`], and keeps the voter count at
@@ -51,6 +52,10 @@ pub struct Liveness {
 
 pub struct Supervisor {
     view: Mutex<View>,
+    /// Serializes leadership confirmations, so concurrent heartbeats share one round.
+    confirming: tokio::sync::Mutex<()>,
+    /// Start of the last confirmation that succeeded (a quorum acknowledged this leader).
+    confirmed_from: Mutex<Option<Instant>>,
 }
 
 impl Default for Supervisor {
@@ -63,6 +68,8 @@ impl Supervisor {
     pub fn new() -> Self {
         Self {
             view: Mutex::new(View::default()),
+            confirming: tokio::sync::Mutex::new(()),
+            confirmed_from: Mutex::new(None),
         }
     }
 
@@ -87,17 +94,56 @@ impl Supervisor {
         tracing::info!(term, applied, "leading: heartbeat view reset");
     }
 
-    /// A lease renewal from `node`, which has applied up to `applied`.
-    pub fn on_heartbeat(
+    /// Confirms with a quorum that this node still leads, by a round that started at or after
+    /// `since`. A deposed leader (paused, partitioned, or restarted with an old vote) cannot
+    /// confirm, so it grants no lease.
+    async fn confirm_leadership(
+        &self,
+        control: &ControlPlane,
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let confirmed = |s: &Self| {
+            s.confirmed_from
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t >= since)
+        };
+        if confirmed(self) {
+            return Ok(());
+        }
+        let _round = self.confirming.lock().await;
+        if confirmed(self) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        match tokio::time::timeout(timeout, control.raft().ensure_linearizable()).await {
+            Ok(Ok(_)) => {
+                *self
+                    .confirmed_from
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(started);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("leadership not confirmed: {e}")),
+            Err(_) => Err("leadership not confirmed in time".into()),
+        }
+    }
+
+    /// A lease renewal from `node`, which has applied up to `applied`, received at `now`.
+    /// Granted only after a quorum confirmed this node's leadership since `now`.
+    pub async fn on_heartbeat(
         &self,
         control: &ControlPlane,
         node: u64,
         applied: u64,
         now: Instant,
+        timeout: Duration,
     ) -> Result<(), String> {
         if !control.is_leader() {
             return Err("not the leader".into());
         }
+        self.confirm_leadership(control, now, timeout).await?;
         self.observe_term(control, now);
         let info = control.node_info(node);
         if info.as_ref().is_some_and(|i| i.state == NodeState::Removed) {
@@ -336,14 +382,12 @@ impl Supervisor {
             for s in &sources {
                 v.moving_from.remove(s);
             }
-            match result {
-                Ok(last_epoch) if delay > 0 => {
-                    for s in sources {
-                        v.min_applied.insert(s, last_epoch);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e),
+            // Every source, dead ones included: a dead node that restarts with its old map
+            // must apply the move before its lease is renewed, or it would cover shards it
+            // lost while it was away.
+            let last_epoch = result?;
+            for s in sources {
+                v.min_applied.insert(s, last_epoch);
             }
             drop(v);
             tracing::info!(

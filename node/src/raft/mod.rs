@@ -351,12 +351,20 @@ impl ControlPlane {
     /// Proposes on this node only: `NotLeader` when another node leads. Forwarded writes
     /// arriving from peers use this, so a write never travels more than one hop.
     pub async fn write_local(&self, cmd: ControlCommand) -> Result<ControlResponse, ControlError> {
+        self.write_local_indexed(cmd).await.map(|(_, r)| r)
+    }
+
+    /// [`write_local`](Self::write_local), also returning the entry's log index.
+    pub async fn write_local_indexed(
+        &self,
+        cmd: ControlCommand,
+    ) -> Result<(u64, ControlResponse), ControlError> {
         let write = self.inner.raft.client_write(Entry::new(cmd));
         match tokio::time::timeout(WRITE_TIMEOUT, write).await {
             Err(_) => Err(ControlError::unavailable(format!(
                 "write not committed within {WRITE_TIMEOUT:?}; it may still be applied"
             ))),
-            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
             Ok(Err(RaftError::Fatal(f))) => Err(f.into()),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 match (f.leader_id, f.leader_node) {

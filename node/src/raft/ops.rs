@@ -20,10 +20,10 @@ use super::types::Raft;
 use super::{ControlPlane, wait_error};
 use crate::shard::ShardId;
 
-/// Sends a control write to the leader's peer port and returns its answer.
+/// Sends a control write to the leader's peer port and returns its log index and answer.
 ///
 /// Implemented by `cluster/` over peer gRPC; the remote side applies it with
-/// [`ControlPlane::write_local`], so a write is forwarded at most once.
+/// [`ControlPlane::write_local_indexed`], so a write is forwarded at most once.
 #[async_trait]
 pub trait LeaderForward: Send + Sync {
     async fn forward(
@@ -31,7 +31,7 @@ pub trait LeaderForward: Send + Sync {
         leader: u64,
         addr: &str,
         cmd: &ControlCommand,
-    ) -> Result<ControlResponse, ControlError>;
+    ) -> Result<(u64, ControlResponse), ControlError>;
 }
 
 /// Pause between attempts while no leader is known or the leader just changed.
@@ -63,7 +63,14 @@ impl ControlPlane {
         loop {
             let attempt = match self.write_local(cmd.clone()).await {
                 Err(ControlError::NotLeader { leader, addr }) => match self.inner.forwarder.get() {
-                    Some(f) => f.forward(leader, &addr, &cmd).await,
+                    Some(f) => match f.forward(leader, &addr, &cmd).await {
+                        // Read your writes: answer once this node has applied it too.
+                        Ok((index, response)) => {
+                            self.wait_applied(index, deadline).await?;
+                            Ok(response)
+                        }
+                        Err(e) => Err(e),
+                    },
                     None => Err(ControlError::NotLeader { leader, addr }),
                 },
                 other => other,
@@ -78,6 +85,18 @@ impl ControlPlane {
                 other => return other,
             }
         }
+    }
+
+    /// Waits until this node has applied the log up to `index`.
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ControlError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.inner
+            .raft
+            .wait(Some(left.max(Duration::from_millis(500))))
+            .applied_index_at_least(Some(index), "forwarded write applied here")
+            .await
+            .map(|_| ())
+            .map_err(wait_error)
     }
 
     /// The openraft handle (peer transport server, tests).

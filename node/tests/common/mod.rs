@@ -2,6 +2,8 @@
 //! chaos-tests fixture), a real Mosquitto, real MQTT devices and the real SDK over TLS.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod cluster;
+
 use std::path::Path;
 use std::time::Duration;
 
