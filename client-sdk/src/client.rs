@@ -2,11 +2,14 @@
 //!
 //! Each endpoint gets one lazily connected tonic `Channel` (HTTP/2, multiplexed, reconnects
 //! by itself). A call tries the endpoint that last worked; if it fails as UNAVAILABLE (which
-//! is also how tonic reports connection and TLS failures) it moves to the next one, round
-//! robin, sleeping a little after each full round, for a bounded number of rounds.
+//! is also how tonic reports connection and TLS failures) or gets no answer within the
+//! request timeout (a frozen or cut-off node), it moves to the next one, round robin, sleeping
+//! a little after each full round, for a bounded number of rounds. A timed-out call may have
+//! been applied by the node that did not answer; Starling's writes are safe to repeat (points
+//! are idempotent by (device, ts); a repeated rule write adds a version).
 //!
-//! Not done here: health checking, leader discovery, hedging, or retrying anything but
-//! UNAVAILABLE (a DEADLINE_EXCEEDED call may have been applied).
+//! Not done here: health checking, leader discovery, hedging, or retrying a server's
+//! DEADLINE_EXCEEDED or any other answer.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -174,7 +177,7 @@ impl Client {
         ClientBuilder::from_profile(profile)?.build()
     }
 
-    /// Runs `call` on an endpoint's channel, failing over on UNAVAILABLE as the module doc
+    /// Runs `call` on an endpoint's channel, failing over on UNAVAILABLE or timeout as the module doc
     /// describes. `call` is invoked once per attempt.
     pub(crate) async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
     where
@@ -194,7 +197,7 @@ impl Client {
                     self.inner.current.store(index, Ordering::Relaxed);
                     return Ok(value);
                 }
-                Err(status) if status.code() == tonic::Code::Unavailable => {
+                Err(status) if fails_over(&status) => {
                     failures.push(format!(
                         "{}: {}",
                         named.url,
@@ -219,6 +222,19 @@ impl Client {
     /// The endpoint URLs, in failover order.
     pub fn endpoints(&self) -> Vec<String> {
         self.inner.channels.iter().map(|c| c.url.clone()).collect()
+    }
+}
+
+/// Whether a failed attempt moves on to the next endpoint: the node said UNAVAILABLE, or it did
+/// not answer within the request timeout (a frozen or partitioned node accepts connections and
+/// never answers). Retrying is safe: points are idempotent by (device, ts), and a repeated rule
+/// write only adds a version.
+fn fails_over(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable => true,
+        // tower's client-side timeout, as tonic reports it.
+        tonic::Code::Cancelled => status.message().contains("Timeout expired"),
+        _ => false,
     }
 }
 
@@ -275,6 +291,25 @@ mod tests {
             message,
             "http://127.0.0.1:1: boom; http://127.0.0.1:2: boom"
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_side_timeout_fails_over() {
+        let c = client(2, 1);
+        let attempts = AtomicU32::new(0);
+        let result = c
+            .call(|_channel| {
+                let i = attempts.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match i {
+                        0 => Err(tonic::Status::cancelled("Timeout expired")),
+                        _ => Ok(i),
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result.expect("second endpoint"), 1);
+        assert!(!fails_over(&tonic::Status::cancelled("the caller went away")));
     }
 
     #[tokio::test]

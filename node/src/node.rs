@@ -222,6 +222,7 @@ pub async fn run(
         filters: config.mqtt_filters.clone(),
         max_ts_future: config.max_ts_future,
         max_ts_age: config.max_ts_age,
+        credentials: config.mqtt_credentials.clone(),
         ..ingest::mqtt::MqttIngestConfig::new(host, port, config.mqtt_client_id.clone())
     };
     let http = tokio::spawn(crate::http::serve(
@@ -466,6 +467,19 @@ pub async fn run_serve(config: crate::config::serve::ServeConfig) -> Result<(), 
     let http = bind(config.listen.http, "HTTP").await?;
     let peer_tls = tls::PeerTls::from_files(&config.tls.ca, &config.tls.cert, &config.tls.key)
         .map_err(|e| NodeError::Tls(e.to_string()))?;
+    if config.mqtt.connections > 1 {
+        return Err(NodeError::Ingest(format!(
+            "mqtt.connections = {}: more than one ingest connection per node is not supported \
+             yet; set it to 1",
+            config.mqtt.connections
+        )));
+    }
+    if !config.ingest.auto_provision {
+        tracing::warn!(
+            "ingest.auto_provision = false has no effect yet: there is no device registry, so \
+             every device's telemetry is accepted"
+        );
+    }
     let c = &config.cluster;
     let start = if !c.bootstrap.is_empty() {
         Start::Bootstrap(c.bootstrap.iter().map(|v| (v.id, v.peer.clone())).collect())

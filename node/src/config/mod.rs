@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub mqtt_filters: Vec<String>,
     /// Most MQTT messages received and not yet acknowledged (the ordered ack window).
     pub mqtt_in_flight: u16,
+    /// Username and password for the broker (`None`: connect without).
+    pub mqtt_credentials: Option<(String, String)>,
     /// Largest accepted MQTT payload, bytes.
     pub max_payload_bytes: usize,
     /// Latest accepted point time after the receive time (`None`: no limit). Default 1 day.
@@ -75,6 +77,7 @@ impl NodeConfig {
                 .map(|f| (*f).to_owned())
                 .collect(),
             mqtt_in_flight: 1000,
+            mqtt_credentials: None,
             max_payload_bytes: 64 * 1024,
             max_ts_future: Some(Duration::from_secs(86_400)),
             max_ts_age: None,

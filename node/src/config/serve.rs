@@ -412,6 +412,10 @@ impl ServeConfig {
         );
         node.mqtt_client_id = self.mqtt_client_id();
         node.mqtt_in_flight = self.mqtt.receive_maximum;
+        node.mqtt_credentials = self.mqtt.username.clone().map(|user| {
+            let password = self.mqtt.password.clone().unwrap_or_default();
+            (user, password)
+        });
         node.max_payload_bytes = self.ingest.max_payload_bytes;
         node.max_ts_future = Some(self.ingest.max_ts_future);
         node.max_ts_age = self.ingest.max_ts_age;

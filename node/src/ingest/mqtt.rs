@@ -105,6 +105,8 @@ pub struct MqttIngestConfig {
     /// day in the future, any age.
     pub max_ts_future: Option<Duration>,
     pub max_ts_age: Option<Duration>,
+    /// Username and password for the broker (`None`: none sent).
+    pub credentials: Option<(String, String)>,
     /// When this turns true, the filters are unsubscribed (the session stays, and what is
     /// queued in it keeps arriving). Used to drain a rescued session. `None`: never.
     pub unsubscribe: Option<watch::Receiver<bool>>,
@@ -125,6 +127,7 @@ impl MqttIngestConfig {
             max_ts_future: Some(Duration::from_secs(86_400)),
             max_ts_age: None,
             unsubscribe: None,
+            credentials: None,
         }
     }
 
@@ -176,6 +179,9 @@ impl MqttIngestConfig {
 
     fn mqtt_options(&self) -> MqttOptions {
         let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
+        if let Some((user, password)) = &self.credentials {
+            options.set_credentials(user.clone(), password.clone());
+        }
         // Packets up to 4x the payload limit (at least 1 MiB) reach us, so an oversized payload
         // is rejected and acknowledged rather than failing the connection over and over.
         let max_packet = (self.max_payload_bytes.saturating_mul(4)).max(1 << 20);
