@@ -195,12 +195,5 @@ async fn failover_keeps_every_acknowledged_point_and_one_alarm() {
     assert_eq!(alarms[0].rule_version, rule.version);
 
     // No shard was ever leased to two nodes at overlapping times.
-    let intervals = lease_intervals(&tc.lease_logs()).expect("lease logs");
-    assert!(intervals.len() >= 4000, "lease logs cover the shards");
-    if let Some((shard, x, y)) = first_overlap(&intervals) {
-        panic!(
-            "shard {shard}: node {} held {x:?} and node {} held {y:?}",
-            x.node, y.node
-        );
-    }
+    tc.assert_no_lease_overlap();
 }

@@ -116,13 +116,7 @@ async fn join_promote_and_remove_move_shards_without_loss() {
     wait_voters(&client, &[1, 2, 3]).await;
     publish_and_check(&tc, &client, &Workload::new(8, 50, "m4-")).await;
 
-    let intervals = lease_intervals(&tc.lease_logs()).expect("lease logs");
-    if let Some((shard, x, y)) = first_overlap(&intervals) {
-        panic!(
-            "shard {shard}: node {} held {x:?} and node {} held {y:?}",
-            x.node, y.node
-        );
-    }
+    tc.assert_no_lease_overlap();
 }
 
 const HOT: &str = r#"{"id":"hot","condition":{"threshold":{"metric":"temp","op":">","value":30}},"severity":"major"}"#;
@@ -194,11 +188,5 @@ async fn a_paused_owner_loses_its_shards_and_resumes_without_a_second_alarm() {
         .collect();
     assert_eq!(alarms.len(), 1, "{alarms:?}");
 
-    let intervals = lease_intervals(&tc.lease_logs()).expect("lease logs");
-    if let Some((shard, x, y)) = first_overlap(&intervals) {
-        panic!(
-            "shard {shard}: node {} held {x:?} and node {} held {y:?}",
-            x.node, y.node
-        );
-    }
+    tc.assert_no_lease_overlap();
 }

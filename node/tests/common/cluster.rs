@@ -56,6 +56,18 @@ impl TestCluster {
         Ok(Client::connect(&Profile::load(&path)?)?)
     }
 
+    /// Panics with the first pair of overlapping lease intervals in the nodes' lease logs.
+    pub fn assert_no_lease_overlap(&self) {
+        let intervals = lease_intervals(&self.lease_logs()).expect("lease logs");
+        assert!(!intervals.is_empty(), "no lease was ever granted");
+        if let Some((shard, x, y)) = first_overlap(&intervals) {
+            panic!(
+                "shard {shard}: node {} held {x:?} and node {} held {y:?}",
+                x.node, y.node
+            );
+        }
+    }
+
     /// Every node's lease log.
     pub fn lease_logs(&self) -> Vec<std::path::PathBuf> {
         self.cluster.nodes.iter().map(|n| n.lease_log()).collect()
