@@ -162,6 +162,33 @@ impl Client {
         .await
     }
 
+    /// Every version of a rule, oldest first (kept after a delete).
+    pub async fn rule_history(&self, id: &str) -> Result<Vec<Rule>, Error> {
+        let request = GetRuleRequest { id: id.to_owned() };
+        self.call(|ch| {
+            let request = request.clone();
+            async move {
+                Ok(RulesClient::new(ch)
+                    .history(request)
+                    .await?
+                    .into_inner()
+                    .rules)
+            }
+        })
+        .await
+    }
+
+    /// Re-applies the document of an earlier `version` of rule `id`: it becomes a new version.
+    pub async fn rollback_rule(&self, id: &str, version: u64) -> Result<Rule, Error> {
+        let history = self.rule_history(id).await?;
+        let Some(old) = history.into_iter().find(|r| r.version == version) else {
+            return Err(Error::NotFound(format!(
+                "rule {id} has no version {version}"
+            )));
+        };
+        self.apply_rule(&old.document, "json").await
+    }
+
     /// Deletes a rule; returns the version of the deletion.
     pub async fn delete_rule(&self, id: &str) -> Result<u64, Error> {
         let request = DeleteRuleRequest { id: id.to_owned() };

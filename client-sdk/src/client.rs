@@ -309,7 +309,9 @@ mod tests {
             })
             .await;
         assert_eq!(result.expect("second endpoint"), 1);
-        assert!(!fails_over(&tonic::Status::cancelled("the caller went away")));
+        assert!(!fails_over(&tonic::Status::cancelled(
+            "the caller went away"
+        )));
     }
 
     #[tokio::test]

@@ -295,3 +295,57 @@ async fn no_data_rule_fires_without_new_data_and_clears_on_data() {
         .unwrap();
     assert_eq!(ev.transition, Transition::Cleared as i32);
 }
+
+/// `rules history` lists every version (also after a delete) and `rules rollback` makes an old
+/// document current again as a new version, through the real CLI.
+#[tokio::test(flavor = "multi_thread")]
+async fn rule_history_and_rollback_through_the_cli() {
+    let node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+    let v1 = client.apply_rule(HOT, "json").await.unwrap();
+    let warmer = HOT.replace("\"value\":30", "\"value\":35");
+    let v2 = client.apply_rule(&warmer, "json").await.unwrap();
+    client.delete_rule("hot").await.unwrap();
+
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .args(["--format", "json"])
+            .env("STARLING_PROFILE", node.node.profile_path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let history = cli(&["rules", "history", "hot"]);
+    let versions: Vec<u64> = history
+        .iter()
+        .map(|r| r["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![v1.version, v2.version]);
+
+    let restored = cli(&[
+        "rules",
+        "rollback",
+        "hot",
+        "--to-version",
+        &v1.version.to_string(),
+    ]);
+    let version = restored[0]["version"].as_u64().unwrap();
+    assert!(version > v2.version, "a rollback is a new version");
+    let current = client.get_rule("hot").await.unwrap();
+    assert_eq!(current.version, version);
+    assert_eq!(
+        current.document, v1.document,
+        "the old document is current again"
+    );
+    assert_eq!(client.rule_history("hot").await.unwrap().len(), 3);
+}

@@ -171,6 +171,24 @@ impl pb::rules_server::Rules for RulesApi {
             other => Err(Status::internal(format!("unexpected answer {other:?}"))),
         }
     }
+
+    async fn history(
+        &self,
+        req: Request<pb::GetRuleRequest>,
+    ) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let id = req.into_inner().id;
+        let versions = self
+            .0
+            .control
+            .rule_history(crate::model::DEFAULT_TENANT, &id)
+            .map_err(ApiError::from)?;
+        if versions.is_empty() {
+            return Err(ApiError::NotFound(format!("rule {id}")).into());
+        }
+        Ok(Response::new(pb::ListRulesResponse {
+            rules: versions.iter().map(convert::rule_to_pb).collect(),
+        }))
+    }
 }
 
 /// `starling.v1.Cluster`.

@@ -243,6 +243,19 @@ pub enum RulesCommand {
         /// Rule id.
         id: String,
     },
+    /// Every version of a rule, oldest first (kept after a delete).
+    History {
+        /// Rule id.
+        id: String,
+    },
+    /// Make an earlier version's document current again (as a new version).
+    Rollback {
+        /// Rule id.
+        id: String,
+        /// The version to restore (see `rules history`).
+        #[arg(long)]
+        to_version: u64,
+    },
 }
 
 /// `starling alerts …`.

@@ -256,6 +256,14 @@ async fn rules(ctx: &Ctx, command: &RulesCommand) -> Outcome {
             let rules = ctx.client.list_rules().await?;
             ctx.print(&rules, output::rule_json, RULE_HEADERS, rule_row)
         }
+        RulesCommand::History { id } => {
+            let versions = ctx.client.rule_history(id).await?;
+            ctx.print(&versions, output::rule_json, RULE_HEADERS, rule_row)
+        }
+        RulesCommand::Rollback { id, to_version } => {
+            let rule = ctx.client.rollback_rule(id, *to_version).await?;
+            ctx.print(&[rule], output::rule_json, RULE_HEADERS, rule_row)
+        }
         RulesCommand::Get { id } => {
             let rule = ctx.client.get_rule(id).await?;
             match ctx.format {

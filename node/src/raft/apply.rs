@@ -74,6 +74,7 @@ pub trait ControlState {
     fn node(&self, id: u64) -> Result<Option<NodeInfo>, Self::Error>;
     fn put_node(&mut self, node: &NodeInfo) -> Result<(), Self::Error>;
     fn rule(&self, tenant: &str, id: &str) -> Result<Option<Rule>, Self::Error>;
+    /// Makes `rule` the current version and keeps it in the rule's history.
     fn put_rule(&mut self, rule: &Rule) -> Result<(), Self::Error>;
     fn remove_rule(&mut self, tenant: &str, id: &str) -> Result<(), Self::Error>;
     fn alarm(&self, id: &str) -> Result<Option<Alarm>, Self::Error>;

@@ -15,6 +15,7 @@ struct MemState {
     active: BTreeMap<(String, String, String), String>,
     nodes: BTreeMap<u64, NodeInfo>,
     history: BTreeMap<(ShardId, u64), (u64, i64)>,
+    rule_history: Vec<Rule>,
 }
 
 impl ControlState for MemState {
@@ -46,6 +47,7 @@ impl ControlState for MemState {
     fn put_rule(&mut self, rule: &Rule) -> Result<(), Infallible> {
         let key = (rule.tenant().to_owned(), rule.doc.id.clone());
         self.rules.insert(key, rule.clone());
+        self.rule_history.push(rule.clone());
         Ok(())
     }
     fn remove_rule(&mut self, tenant: &str, id: &str) -> Result<(), Infallible> {
@@ -391,6 +393,17 @@ fn put_rule_stores_version_and_time() {
     let rule = &state.rules[&("default".to_owned(), "hot".to_owned())];
     assert_eq!((rule.version, rule.updated_at_ms), (2, 1000));
     assert_eq!(outcome.events.len(), 1);
+    assert_eq!(state.rule_history, vec![rule.clone()]);
+}
+
+#[test]
+fn every_rule_version_stays_in_the_history_after_delete() {
+    let (state, _) = run(
+        &[put("hot"), put("hot"), delete("hot")],
+        Entry::new(put("hot")),
+    );
+    let versions: Vec<u64> = state.rule_history.iter().map(|r| r.version).collect();
+    assert_eq!(versions, vec![1, 2, 4]);
 }
 
 #[test]

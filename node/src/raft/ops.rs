@@ -210,6 +210,16 @@ impl ControlPlane {
         self.inner.caches.shard_map()
     }
 
+    /// Every version of a rule, oldest first (also after it was deleted).
+    pub fn rule_history(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Vec<crate::model::Rule>, ControlError> {
+        let db = self.sm_db()?;
+        Ok(state_machine::read_rule_history(&db, tenant, id)?)
+    }
+
     /// The owners of `shard` over time, oldest first (ownership history).
     pub fn history(&self, shard: ShardId) -> Result<Vec<Ownership>, ControlError> {
         let db = self.sm_db()?;

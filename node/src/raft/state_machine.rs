@@ -25,10 +25,12 @@ use super::apply::{Applied, alarm_index, apply};
 use super::command::NodeInfo;
 use super::command::{ControlCommand, ControlResponse, Rejection};
 use super::tables::{
-    ACTIVE, ALARMS, HISTORY, LAST_APPLIED, LAST_MEMBERSHIP, META, NODES, RULES, SHARDS, SNAP_DATA,
-    SNAP_META, SNAPSHOT, TxnView, decode, read_meta,
+    ACTIVE, ALARMS, HISTORY, LAST_APPLIED, LAST_MEMBERSHIP, META, NODES, RULE_HISTORY, RULES,
+    SHARDS, SNAP_DATA, SNAP_META, SNAPSHOT, TxnView, decode, read_meta,
 };
-pub use super::tables::{Ownership, read_active_alarm, read_alarm, read_alarms, read_history};
+pub use super::tables::{
+    Ownership, read_active_alarm, read_alarm, read_alarms, read_history, read_rule_history,
+};
 use super::types::{
     LogId, Op, RaftEntry, Snapshot, SnapshotMeta, StorageResult, StoreError, StoredMembership,
     TypeConfig, blocking, storage_err,
@@ -202,6 +204,9 @@ struct SnapshotData {
     history: Vec<(ShardId, u64, u64, i64)>,
     #[serde(default)]
     nodes: Vec<NodeInfo>,
+    /// Every rule version (current and past).
+    #[serde(default)]
+    rule_history: Vec<Rule>,
 }
 
 /// The state machine store. Openraft owns one; its snapshot builders are clones.
@@ -228,6 +233,7 @@ impl StateMachineStore {
         txn.open_table(SHARDS)?;
         txn.open_table(HISTORY)?;
         txn.open_table(NODES)?;
+        txn.open_table(RULE_HISTORY)?;
         txn.open_table(META)?;
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
@@ -304,6 +310,7 @@ fn apply_batch(
             shards: txn.open_table(SHARDS)?,
             history: txn.open_table(HISTORY)?,
             nodes: txn.open_table(NODES)?,
+            rule_history: txn.open_table(RULE_HISTORY)?,
         };
         let mut meta = txn.open_table(META)?;
         for entry in entries {
@@ -368,6 +375,9 @@ fn build(db: &Database) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
     for row in txn.open_table(NODES)?.iter()? {
         data.nodes.push(decode(row?.1.value())?);
     }
+    for row in txn.open_table(RULE_HISTORY)?.iter()? {
+        data.rule_history.push(decode(row?.1.value())?);
+    }
     let meta_table = txn.open_table(META)?;
     let get = |key| -> Result<Option<Vec<u8>>, StoreError> {
         Ok(meta_table.get(key)?.map(|v| v.value().to_vec()))
@@ -431,6 +441,12 @@ fn install(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), Store
         let mut nodes = txn.open_table(NODES)?;
         history.retain(|_, _| false)?;
         nodes.retain(|_, _| false)?;
+        let mut rule_history = txn.open_table(RULE_HISTORY)?;
+        rule_history.retain(|_, _| false)?;
+        for rule in &data.rule_history {
+            let key = (rule.tenant(), rule.doc.id.as_str(), rule.version);
+            rule_history.insert(key, serde_json::to_vec(rule)?.as_slice())?;
+        }
         for (shard, epoch, node, from_ms) in &data.history {
             history.insert((*shard, *epoch), (*node, *from_ms))?;
         }

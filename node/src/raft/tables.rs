@@ -9,6 +9,8 @@
 //! - `history`: (shard, epoch) → (node, from_ms) as `(u64, i64)`: the ownership history, one
 //!   row per assignment; an owner holds the shard from `from_ms` until the next row's;
 //! - `nodes`: node id → [`NodeInfo`];
+//! - `rule_history`: (tenant, rule id, version) → [`Rule`]: every version ever put, for
+//!   `rules history` and rollback (deletions keep the history);
 //! - `meta`: `"last_applied"` (log id), `"last_membership"` (stored membership);
 //! - `snapshot`: `"meta"` (snapshot meta, JSON) and `"data"` (raw bytes) of the last snapshot.
 //!
@@ -32,6 +34,7 @@ pub(super) type ActiveTable<'t> =
 pub(super) type ShardsTable<'t> = Table<'t, u32, (u64, u64)>;
 pub(super) type HistoryTable<'t> = Table<'t, (u32, u64), (u64, i64)>;
 pub(super) type NodesTable<'t> = Table<'t, u64, &'static [u8]>;
+pub(super) type RuleHistoryTable<'t> = Table<'t, (&'static str, &'static str, u64), &'static [u8]>;
 
 pub(super) const RULES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rules");
 pub(super) const ALARMS: TableDefinition<u64, &[u8]> = TableDefinition::new("alarms");
@@ -39,6 +42,8 @@ pub(super) const ACTIVE: TableDefinition<(&str, &str, &str), &str> = TableDefini
 pub(super) const SHARDS: TableDefinition<u32, (u64, u64)> = TableDefinition::new("shards");
 pub(super) const HISTORY: TableDefinition<(u32, u64), (u64, i64)> = TableDefinition::new("history");
 pub(super) const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
+pub(super) const RULE_HISTORY: TableDefinition<(&str, &str, u64), &[u8]> =
+    TableDefinition::new("rule_history");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
@@ -59,6 +64,7 @@ pub(super) struct TxnView<'t> {
     pub(super) shards: ShardsTable<'t>,
     pub(super) history: HistoryTable<'t>,
     pub(super) nodes: NodesTable<'t>,
+    pub(super) rule_history: RuleHistoryTable<'t>,
 }
 
 impl ControlState for TxnView<'_> {
@@ -96,6 +102,10 @@ impl ControlState for TxnView<'_> {
         let bytes = serde_json::to_vec(rule)?;
         self.rules
             .insert((rule.tenant(), rule.doc.id.as_str()), bytes.as_slice())?;
+        self.rule_history.insert(
+            (rule.tenant(), rule.doc.id.as_str(), rule.version),
+            bytes.as_slice(),
+        )?;
         Ok(())
     }
     fn remove_rule(&mut self, tenant: &str, id: &str) -> Result<(), StoreError> {
@@ -193,6 +203,17 @@ pub fn read_active_alarm(
     };
     let alarms = txn.open_table(ALARMS)?;
     alarms.get(index)?.map(|v| decode(v.value())).transpose()
+}
+
+/// Every version of a rule, oldest first.
+pub fn read_rule_history(db: &Database, tenant: &str, id: &str) -> Result<Vec<Rule>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(RULE_HISTORY)?;
+    let mut out = Vec::new();
+    for row in table.range((tenant, id, 0)..=(tenant, id, u64::MAX))? {
+        out.push(decode(row?.1.value())?);
+    }
+    Ok(out)
 }
 
 /// One owner of a shard over a time range, from the ownership history.
