@@ -13,8 +13,11 @@
 //! broker disconnects us; nothing acknowledged is lost, and what was not is redelivered to it)
 //! or when this node stops.
 //!
-//! What it does not do: pick the rescuer (the leader's supervisor does) or retry a rescue
-//! whose rescuer died (the leader marks that node down in turn; see the closing notes).
+//! A node named rescuer before it (re)started rescues at start; when a rescuer dies the leader
+//! names another, which rescues again (harmless when there is nothing left: it connects,
+//! unsubscribes, finds the session quiet and leaves).
+//!
+//! What it does not do: pick the rescuer (the leader's supervisor does).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,6 +83,12 @@ pub async fn run(
 ) {
     let me = cluster.me();
     let mut events = cluster.control().subscribe();
+    // Rescues this node was named for before it (re)started.
+    for info in cluster.control().nodes().into_values() {
+        if info.state == NodeState::Down && info.rescuer == Some(me) {
+            spawn_rescue(&cluster, &info, &base, &sink, &stop);
+        }
+    }
     loop {
         let event = tokio::select! {
             // The next applied entry.
@@ -91,21 +100,31 @@ pub async fn run(
             Ok(Applied::NodeChanged(info))
                 if info.state == NodeState::Down && info.rescuer == Some(me) =>
             {
-                let mut config = base.clone();
-                config.client_id = info.mqtt_client_id.clone();
-                config.health = crate::ingest::IngestHealth::default();
-                tokio::spawn(rescue(
-                    cluster.clone(),
-                    info.id,
-                    config,
-                    sink.clone(),
-                    stop.clone(),
-                ));
+                spawn_rescue(&cluster, &info, &base, &sink, &stop);
             }
             Err(broadcast::error::RecvError::Closed) => return,
             _ => {}
         }
     }
+}
+
+fn spawn_rescue(
+    cluster: &Cluster,
+    info: &crate::raft::NodeInfo,
+    base: &MqttIngestConfig,
+    sink: &Arc<dyn PointSink>,
+    stop: &watch::Receiver<bool>,
+) {
+    let mut config = base.clone();
+    config.client_id = info.mqtt_client_id.clone();
+    config.health = crate::ingest::IngestHealth::default();
+    tokio::spawn(rescue(
+        cluster.clone(),
+        info.id,
+        config,
+        sink.clone(),
+        stop.clone(),
+    ));
 }
 
 /// Rescues one session; see the module doc.

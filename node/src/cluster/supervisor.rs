@@ -7,7 +7,8 @@
 //!   shard after the new owner may activate it — also when the old owner was dead and comes
 //!   back with the map it had.
 //! - [`Supervisor::tick`] (every heartbeat interval) marks nodes not heard for
-//!   `failure_timeout` down (naming a rescuer for their broker session), marks returning
+//!   `failure_timeout` down (naming a rescuer for their broker session, and another when that
+//!   rescuer dies in turn), marks returning
 //!   nodes active, places shards with [`placement::plan`], and keeps the voter count at
 //!   `max_voters` by promoting live learners in place of dead voters.
 //!
@@ -254,6 +255,34 @@ impl Supervisor {
                             at_ms: now_ms(),
                         })
                         .await?;
+                }
+                // The rescuer of a dead node's session died too: name another.
+                NodeState::Down
+                    if !heard_within(*id, settings.failure_timeout)
+                        && info
+                            .rescuer
+                            .is_none_or(|r| !heard_within(r, settings.failure_timeout)) =>
+                {
+                    let rescuer = nodes
+                        .iter()
+                        .filter(|(n, i)| {
+                            **n != *id
+                                && i.state == NodeState::Active
+                                && heard_within(**n, settings.lease)
+                        })
+                        .map(|(n, _)| *n)
+                        .next();
+                    if rescuer.is_some() && rescuer != info.rescuer {
+                        tracing::warn!(node = id, ?rescuer, "the rescuer is gone: naming another");
+                        control
+                            .write(ControlCommand::SetNodeState {
+                                node: *id,
+                                state: NodeState::Down,
+                                rescuer,
+                                at_ms: now_ms(),
+                            })
+                            .await?;
+                    }
                 }
                 NodeState::Down if heard_within(*id, settings.heartbeat * 2) => {
                     tracing::info!(node = id, "node is back: marking active");
