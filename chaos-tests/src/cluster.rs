@@ -33,6 +33,8 @@ pub struct ServeNode {
     bin: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// Extra environment of the process (e.g. fault-injection switches).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServeNode {
@@ -75,6 +77,7 @@ impl ServeNode {
                 std::env::var("STARLING_TEST_LOG")
                     .unwrap_or_else(|_| "info,openraft=warn".to_owned()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -226,6 +229,7 @@ impl ServeCluster {
             bin: self.bin.clone(),
             child: None,
             starts: 0,
+            env: Vec::new(),
         })
     }
 

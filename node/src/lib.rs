@@ -24,6 +24,7 @@
 //! - [`cli`]: the `starling` command line (server commands and client commands over the SDK).
 //! - [`simulate`]: `starling simulate`, a device fleet publishing over MQTT (pure fleet model,
 //!   thin rumqttc shell).
+//! - [`faults`]: fault-injection points for tests, off unless an environment variable sets them.
 //! - [`model`]: domain types shared by all layers; [`config`]: node configuration.
 
 pub mod api;
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod device;
+pub mod faults;
 pub mod http;
 pub mod ingest;
 pub mod metrics_names;

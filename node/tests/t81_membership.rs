@@ -1,9 +1,9 @@
 //! Membership of a real cluster: a 4th node joins through any member as a learner and takes
 //! its share of the shards, is promoted when a voter dies, and shards move back when it is
-//! removed — with every acknowledged point stored throughout; a paused owner (SIGSTOP) loses
-//! its shards, and after SIGCONT its queued message is stored once, raising one alarm, with no
-//! lease overlap. (That its stale control records are refused by epoch is shown by the state
-//! machine tables, `raft::apply_tests`; here the timing of the stale write cannot be forced.)
+//! removed — with every acknowledged point stored throughout; an owner frozen (SIGSTOP) between
+//! storing a hot point and committing its alarm loses its shards, the new owner raises the
+//! alarm, and after SIGCONT the old owner's commit is refused for its stale epoch: one alarm,
+//! and no lease overlap.
 
 mod common;
 
@@ -121,10 +121,19 @@ async fn join_promote_and_remove_move_shards_without_loss() {
 
 const HOT: &str = r#"{"id":"hot","condition":{"threshold":{"metric":"temp","op":">","value":30}},"severity":"major"}"#;
 
+/// Sum of a metric on a node's `/metrics`.
+async fn metric(port: u16, name: &str) -> f64 {
+    let body = starling_chaos::http::get(port, "/metrics")
+        .await
+        .map(|r| r.body)
+        .unwrap_or_default();
+    starling_chaos::metrics::metric_sum(&body, name).unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_paused_owner_loses_its_shards_and_resumes_without_a_second_alarm() {
+async fn a_paused_owner_loses_its_shards_and_its_stale_alarm_commit_is_refused() {
     let _ = bin();
-    let tc = TestCluster::start(3).await.expect("cluster");
+    let mut tc = TestCluster::start(3).await.expect("cluster");
     let client = tc.client().expect("client");
     wait_placed(&client, &[1, 2, 3]).await.expect("placed");
     client.apply_rule(HOT, "json").await.expect("rule");
@@ -132,6 +141,17 @@ async fn a_paused_owner_loses_its_shards_and_resumes_without_a_second_alarm() {
     let victim = [1, 2, 3].into_iter().find(|n| *n != leader_id).expect("f");
     // A frozen node accepts connections and never answers: talk to the leader only.
     let client = tc.client_of(leader_id).expect("client");
+
+    // The victim restarts with a window between storing a message's points and committing
+    // its alarm transition (fault injection), so the test can freeze it inside.
+    let node = tc.cluster.node_mut(victim).expect("node");
+    node.env
+        .push(("STARLING_FAULT_ALARM_COMMIT_DELAY_MS".into(), "3000".into()));
+    node.kill9().await.expect("kill");
+    node.restart().await.expect("restart");
+    wait_placed(&client, &[1, 2, 3])
+        .await
+        .expect("placed again");
     let mut name = String::new();
     for i in 0..10_000 {
         name = format!("paused-{i}");
@@ -140,53 +160,62 @@ async fn a_paused_owner_loses_its_shards_and_resumes_without_a_second_alarm() {
         }
     }
 
-    // The owner is frozen with a message for the device in its socket (queued work).
+    // The owner evaluates a hot message and is frozen before its commit.
     let mut device = Device::connect(tc.broker.port(), &name)
         .await
         .expect("device");
+    device.send(r#"{"temp": 45}"#).await.expect("send");
+    device.wait_acks(1).await.expect("broker ack");
+    tokio::time::sleep(Duration::from_millis(700)).await;
     tc.cluster
         .node(victim)
         .expect("node")
         .pause()
         .expect("SIGSTOP");
-    device.send(r#"{"temp": 45}"#).await.expect("send");
-    device.wait_acks(1).await.expect("broker ack");
-    // Its shards move away (lease expired, failure detected).
+
+    // Its shards move away; the message it never acknowledged reaches the new owner (session
+    // rescue), which raises the alarm under the new epoch.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while owner_of(&client, &name).await.expect("owner") == victim {
         assert!(tokio::time::Instant::now() < deadline, "shards never moved");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // SIGCONT while it still has its queued work; the message is stored (by the new owner
-    // after the old one forwards it, or by the rescue) and raises exactly one alarm.
+    let alarms = |client: Client, name: String| async move {
+        client
+            .list_alarms(ListAlarmsRequest {
+                device: name,
+                ..Default::default()
+            })
+            .await
+            .expect("alarms")
+            .into_iter()
+            .filter(|a| a.rule_id == "hot")
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while alarms(client.clone(), name.clone()).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no alarm raised");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // SIGCONT while its commit is still queued: the stale epoch is refused by Raft.
+    let leader_http = tc.cluster.node(leader_id).expect("leader").http_port;
+    let before = metric(leader_http, "starling_alarm_rejected_total").await;
     tc.cluster
         .node(victim)
         .expect("node")
         .resume()
         .expect("SIGCONT");
-    device.send(r#"{"temp": 46}"#).await.expect("send");
-    device.wait_acks(1).await.expect("broker ack");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (n, _) = query_full(&client, &name).await.expect("query");
-        if n >= 2 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{n} points stored");
+    while metric(leader_http, "starling_alarm_rejected_total").await <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stale commit was not refused\n{}",
+            tc.cluster.node(victim).expect("node").log_tail(30)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let alarms: Vec<_> = client
-        .list_alarms(ListAlarmsRequest {
-            device: name.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("alarms")
-        .into_iter()
-        .filter(|a| a.rule_id == "hot")
-        .collect();
-    assert_eq!(alarms.len(), 1, "{alarms:?}");
-
+    let found = alarms(client.clone(), name.clone()).await;
+    assert_eq!(found.len(), 1, "one alarm, not two: {found:?}");
     tc.assert_no_lease_overlap();
 }

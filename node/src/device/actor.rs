@@ -300,6 +300,11 @@ async fn execute(
             "an earlier message of this device failed; retry".into(),
         ));
     }
+    if !commands.is_empty()
+        && let Some(delay) = crate::faults::alarm_commit_delay()
+    {
+        tokio::time::sleep(delay).await;
+    }
     for cmd in commands {
         commit(args, cmd).await?;
     }
