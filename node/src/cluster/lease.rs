@@ -143,34 +143,60 @@ pub fn parse_ranges(text: &str) -> Result<Vec<ShardId>, String> {
 
 /// Append-only JSON-lines log of lease grants and releases (`DIR/leases.log`).
 ///
-/// Lines: `{"node":1,"event":"grant","at_ms":…,"until_ms":…,"shards":"0-99"}` and
-/// `{"node":1,"event":"release","at_ms":…,"shards":"5,7"}`. Times are wall-clock Unix ms;
-/// a grant covers its shards from `at_ms` to `until_ms` unless released earlier.
+/// Lines: `{"node":1,"event":"grant","at_ms":…,"until_ms":…,"shards":"0-99"}` when the covered
+/// set changes, `{"node":1,"event":"renew","at_ms":…,"until_ms":…}` for a renewal of the same
+/// set as the previous line, and `{"node":1,"event":"release","at_ms":…,"shards":"5,7"}`.
+/// Times are wall-clock Unix ms; a grant or renewal covers its shards from `at_ms` to
+/// `until_ms` unless released earlier. The file is rotated to `leases.log.1` past
+/// [`ROTATE_BYTES`], so it stays bounded (a renewal line is ~90 bytes, 4 a second).
 pub struct LeaseLog {
     node: u64,
+    path: Option<std::path::PathBuf>,
     file: Option<std::fs::File>,
+    written: u64,
+    /// Shards of the last grant line since the last release or rotation.
+    last: Option<String>,
 }
+
+/// Size at which the lease log is rotated.
+pub const ROTATE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl LeaseLog {
     pub fn open(node: u64, path: Option<&Path>) -> std::io::Result<Self> {
-        let file = match path {
-            Some(p) => Some(
-                std::fs::OpenOptions::new()
+        let (file, written) = match path {
+            Some(p) => {
+                let f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(p)?,
-            ),
-            None => None,
+                    .open(p)?;
+                let len = f.metadata()?.len();
+                (Some(f), len)
+            }
+            None => (None, 0),
         };
-        Ok(Self { node, file })
+        Ok(Self {
+            node,
+            path: path.map(Path::to_owned),
+            file,
+            written,
+            last: None,
+        })
     }
 
     pub fn grant(&mut self, at_ms: i64, until_ms: i64, shards: &BTreeSet<ShardId>) {
         let text = ranges(shards.iter().copied());
-        let line = serde_json::json!({
-            "node": self.node, "event": "grant", "at_ms": at_ms, "until_ms": until_ms,
-            "shards": text,
-        });
+        let line = if self.last.as_deref() == Some(text.as_str()) {
+            serde_json::json!({
+                "node": self.node, "event": "renew", "at_ms": at_ms, "until_ms": until_ms,
+            })
+        } else {
+            let line = serde_json::json!({
+                "node": self.node, "event": "grant", "at_ms": at_ms, "until_ms": until_ms,
+                "shards": text,
+            });
+            self.last = Some(text);
+            line
+        };
         self.write(&line);
     }
 
@@ -183,13 +209,41 @@ impl LeaseLog {
             "shards": ranges(shards.iter().copied()),
         });
         self.write(&line);
+        self.last = None;
     }
 
     fn write(&mut self, line: &serde_json::Value) {
-        if let Some(f) = &mut self.file
-            && let Err(e) = writeln!(f, "{line}")
-        {
-            tracing::warn!(error = %e, "cannot write the lease log");
+        if self.written >= ROTATE_BYTES {
+            self.rotate();
+        }
+        if let Some(f) = &mut self.file {
+            let text = format!("{line}\n");
+            match f.write_all(text.as_bytes()) {
+                Ok(()) => self.written += text.len() as u64,
+                Err(e) => tracing::warn!(error = %e, "cannot write the lease log"),
+            }
+        }
+    }
+
+    /// Moves the log to `<path>.1` and starts a new one (whose first line is a full grant).
+    fn rotate(&mut self) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        let old = path.with_extension("log.1");
+        let reopened = std::fs::rename(path, &old).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+        });
+        match reopened {
+            Ok(f) => {
+                self.file = Some(f);
+                self.written = 0;
+                self.last = None;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot rotate the lease log"),
         }
     }
 }
@@ -230,6 +284,34 @@ mod tests {
         s.grant(set(&[1, 4, 5]), t2 + lease, t2);
         assert!(s.serves(5, t2));
         assert_eq!(s.retain_owned(&set(&[1])), vec![4, 5]);
+    }
+
+    #[test]
+    fn renewals_of_the_same_set_are_short_lines() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("leases.log");
+        let mut log = LeaseLog::open(7, Some(&path)).expect("open");
+        log.grant(1, 10, &set(&[1, 2]));
+        log.grant(2, 11, &set(&[1, 2]));
+        log.release(3, &[2]);
+        log.grant(4, 12, &set(&[1]));
+        log.grant(5, 13, &set(&[1]));
+        let text = std::fs::read_to_string(&path).expect("read");
+        let events: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                format!(
+                    "{} {}",
+                    v["event"].as_str().unwrap_or(""),
+                    v["shards"].as_str().unwrap_or("-")
+                )
+            })
+            .collect();
+        assert_eq!(
+            events,
+            ["grant 1-2", "renew -", "release 2", "grant 1", "renew -"]
+        );
     }
 
     #[test]

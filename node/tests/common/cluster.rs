@@ -177,23 +177,29 @@ pub fn lease_intervals(logs: &[impl AsRef<Path>]) -> anyhow::Result<BTreeMap<u32
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e.into()),
         };
-        // Open interval per shard for this node (index into `out[shard]`).
+        // Open interval per shard for this node (index into `out[shard]`), and the shards of
+        // the last grant, which a "renew" line covers again.
         let mut open: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut granted: Vec<u32> = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value = serde_json::from_str(line)
                 .with_context(|| format!("{}: bad line {line}", log.as_ref().display()))?;
             let node = v["node"].as_u64().context("node")?;
             let at = v["at_ms"].as_i64().context("at_ms")?;
-            let shards = starling_node::cluster::lease::parse_ranges(
-                v["shards"].as_str().context("shards")?,
-            )
-            .map_err(anyhow::Error::msg)?;
-            match v["event"].as_str() {
-                Some("grant") => {
+            let event = v["event"].as_str().context("event")?;
+            let shards = match event {
+                "renew" => granted.clone(),
+                _ => starling_node::cluster::lease::parse_ranges(
+                    v["shards"].as_str().context("shards")?,
+                )
+                .map_err(anyhow::Error::msg)?,
+            };
+            match event {
+                "grant" | "renew" => {
                     let until = v["until_ms"].as_i64().context("until_ms")?;
-                    for s in shards {
-                        let list = out.entry(s).or_default();
-                        match open.get(&s).map(|i| &mut list[*i]) {
+                    for s in &shards {
+                        let list = out.entry(*s).or_default();
+                        match open.get(s).map(|i| &mut list[*i]) {
                             Some(iv) if iv.to >= at => iv.to = iv.to.max(until),
                             _ => {
                                 list.push(Interval {
@@ -201,19 +207,21 @@ pub fn lease_intervals(logs: &[impl AsRef<Path>]) -> anyhow::Result<BTreeMap<u32
                                     from: at,
                                     to: until,
                                 });
-                                open.insert(s, list.len() - 1);
+                                open.insert(*s, list.len() - 1);
                             }
                         }
                     }
+                    granted = shards;
                 }
-                Some("release") => {
-                    for s in shards {
-                        if let Some(i) = open.remove(&s)
-                            && let Some(iv) = out.get_mut(&s).and_then(|l| l.get_mut(i))
+                "release" => {
+                    for s in &shards {
+                        if let Some(i) = open.remove(s)
+                            && let Some(iv) = out.get_mut(s).and_then(|l| l.get_mut(i))
                         {
                             iv.to = iv.to.min(at);
                         }
                     }
+                    granted.retain(|s| !shards.contains(s));
                 }
                 other => bail!("unknown lease event {other:?}"),
             }
