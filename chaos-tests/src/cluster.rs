@@ -220,12 +220,27 @@ impl ServeCluster {
             ],
         )
         .await?;
+        // `free_port` may hand out a port twice (it is free again once probed): keep the
+        // node's three ports distinct from each other and from the other nodes'.
+        let mut taken: Vec<u16> = self
+            .nodes
+            .iter()
+            .flat_map(|n| [n.peer_port, n.client_port, n.http_port])
+            .collect();
+        let mut pick = || loop {
+            let port = free_port();
+            if !taken.contains(&port) {
+                taken.push(port);
+                return port;
+            }
+        };
+        let (peer_port, client_port, http_port) = (pick(), pick(), pick());
         Ok(ServeNode {
             id,
             dir,
-            peer_port: free_port(),
-            client_port: free_port(),
-            http_port: free_port(),
+            peer_port,
+            client_port,
+            http_port,
             bin: self.bin.clone(),
             child: None,
             starts: 0,
