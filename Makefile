@@ -31,7 +31,7 @@ doc:
 ## Ingest benchmark (release build; starts Mosquitto and a node; see BENCHMARKS.md).
 bench: deps
 	$(CARGO) build --release --workspace
-	STARLING_BIN=target/release/starling $(CARGO) bench --workspace --bench ingest
+	STARLING_BIN=$(CURDIR)/target/release/starling $(CARGO) bench --workspace --bench ingest
 
 fmt:
 	$(CARGO) fmt --all
