@@ -373,12 +373,7 @@ impl Cluster {
         };
         match answer {
             Ok(()) => {
-                let owned: BTreeSet<ShardId> = control
-                    .shard_map()
-                    .into_iter()
-                    .filter(|(_, (node, _))| *node == me)
-                    .map(|(shard, _)| shard)
-                    .collect();
+                let owned = self.owned();
                 let now = Instant::now();
                 let covered = self.serve().grant(owned, sent + s.lease, now).clone();
                 let until_ms = sent_ms + s.lease.as_millis() as i64;
@@ -386,6 +381,18 @@ impl Cluster {
             }
             Err(reason) => tracing::debug!(%reason, "lease not renewed"),
         }
+    }
+
+    /// The shards the applied map assigns to this node.
+    fn owned(&self) -> BTreeSet<ShardId> {
+        let me = self.inner.me;
+        self.inner
+            .control
+            .shard_map()
+            .into_iter()
+            .filter(|(_, (node, _))| *node == me)
+            .map(|(shard, _)| shard)
+            .collect()
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, LeaseLog> {
@@ -447,14 +454,7 @@ impl Cluster {
                 }
                 Ok(Applied::SnapshotInstalled { .. })
                 | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let owned: BTreeSet<ShardId> = self
-                        .inner
-                        .control
-                        .shard_map()
-                        .into_iter()
-                        .filter(|(_, (n, _))| *n == me)
-                        .map(|(s, _)| s)
-                        .collect();
+                    let owned = self.owned();
                     let lost = self.serve().retain_owned(&owned);
                     self.release(lost);
                 }

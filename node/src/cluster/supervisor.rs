@@ -232,20 +232,22 @@ impl Supervisor {
             let heard = v.last_heard.get(&id).copied().or(v.since);
             id == me || heard.is_some_and(|t| now.saturating_duration_since(t) <= d)
         };
+        // The rescuer of `dead`'s broker session: the first other active node holding a lease.
+        let pick_rescuer = |dead: u64| {
+            nodes
+                .iter()
+                .filter(|(n, i)| {
+                    **n != dead && i.state == NodeState::Active && heard_within(**n, settings.lease)
+                })
+                .map(|(n, _)| *n)
+                .next()
+        };
         // 1. Failure detection and return.
         for (id, info) in &nodes {
             let alive = heard_within(*id, settings.failure_timeout);
             match info.state {
                 NodeState::Active if !alive => {
-                    let rescuer = nodes
-                        .iter()
-                        .filter(|(n, i)| {
-                            **n != *id
-                                && i.state == NodeState::Active
-                                && heard_within(**n, settings.lease)
-                        })
-                        .map(|(n, _)| *n)
-                        .next();
+                    let rescuer = pick_rescuer(*id);
                     tracing::warn!(node = id, ?rescuer, "node missed its lease: marking down");
                     control
                         .write(ControlCommand::SetNodeState {
@@ -263,15 +265,7 @@ impl Supervisor {
                             .rescuer
                             .is_none_or(|r| !heard_within(r, settings.failure_timeout)) =>
                 {
-                    let rescuer = nodes
-                        .iter()
-                        .filter(|(n, i)| {
-                            **n != *id
-                                && i.state == NodeState::Active
-                                && heard_within(**n, settings.lease)
-                        })
-                        .map(|(n, _)| *n)
-                        .next();
+                    let rescuer = pick_rescuer(*id);
                     if rescuer.is_some() && rescuer != info.rescuer {
                         tracing::warn!(node = id, ?rescuer, "the rescuer is gone: naming another");
                         control
