@@ -63,7 +63,8 @@ type Timings = (&'static str, u64, u64, u64, u64);
 /// `default`: the shipped defaults. `tight`: a tighter set within the config's rules
 /// (lease ≥ 3 × heartbeat, failure_timeout > lease + drift) with some margin.
 const TIMINGS: &[Timings] = &[
-    ("default", 250, 1500, 2500, 250),
+    ("default", 200, 1000, 1500, 200),
+    ("old-default", 250, 1500, 2500, 250),
     ("tight", 100, 500, 800, 100),
 ];
 

@@ -153,6 +153,7 @@ pub async fn run(
                 .tls_config(t.server_config())?
                 .add_service(crate::raft::network::server::raft_routes(
                     control.raft().clone(),
+                    control.contact().clone(),
                 ))
                 .add_service(tonic::service::interceptor::InterceptedService::new(
                     control_svc,

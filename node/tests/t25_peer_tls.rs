@@ -51,7 +51,7 @@ async fn start_peer() -> Peer {
     let server = tonic::transport::Server::builder()
         .tls_config(server_tls.server_config())
         .expect("peer tls")
-        .add_service(raft_routes(cp.raft().clone()));
+        .add_service(raft_routes(cp.raft().clone(), cp.contact().clone()));
     tokio::spawn(server.serve_with_incoming(TcpListenerStream::new(listener)));
     Peer {
         addr,

@@ -46,7 +46,7 @@ fn the_example_passes_and_prints_the_effective_config() {
         printed["tls"]["client_ca"].as_str(),
         Some("/etc/starling/tls/ca.pem")
     );
-    assert_eq!(printed["cluster"]["lease"].as_str(), Some("1500ms"));
+    assert_eq!(printed["cluster"]["lease"].as_str(), Some("1000ms"));
 
     // The printed configuration is itself a valid configuration that prints the same.
     let effective = dir.path().join("effective.toml");
@@ -88,9 +88,9 @@ fn a_bad_config_exits_2_naming_the_problem() {
     let cases: &[Case] = &[
         (
             "lease",
-            EXAMPLE.replace("heartbeat = \"250ms\"", "heartbeat = \"600ms\""),
+            EXAMPLE.replace("heartbeat = \"200ms\"", "heartbeat = \"600ms\""),
             &[],
-            &["cluster.lease (1500ms)", "cluster.heartbeat"],
+            &["cluster.lease (1000ms)", "cluster.heartbeat"],
         ),
         (
             "advertise",

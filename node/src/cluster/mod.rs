@@ -22,6 +22,7 @@ pub mod reads;
 pub mod rescue;
 pub mod service;
 pub mod supervisor;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ use tokio::task::JoinHandle;
 
 use self::lease::{LeaseLog, ServeState};
 use self::peers::Peers;
+pub use self::supervisor::Renewal;
 use self::supervisor::{Liveness, Supervisor};
 use crate::model::DeviceKey;
 use crate::raft::ops::now_ms;
@@ -78,10 +80,10 @@ impl ClusterSettings {
         mqtt_client_id: String,
     ) -> Self {
         Self {
-            heartbeat: Duration::from_millis(250),
-            lease: Duration::from_millis(1500),
-            failure_timeout: Duration::from_millis(2500),
-            drift_margin: Duration::from_millis(250),
+            heartbeat: Duration::from_millis(200),
+            lease: Duration::from_millis(1000),
+            failure_timeout: Duration::from_millis(1500),
+            drift_margin: Duration::from_millis(200),
             max_voters: 3,
             shards,
             peer_addr,
@@ -133,6 +135,8 @@ struct Inner {
     supervisor: Supervisor,
     /// Shards this node stopped serving (their actors must stop).
     released: broadcast::Sender<Vec<ShardId>>,
+    /// Wakes the heartbeat loop for a renewal now (shards gained).
+    renew_now: tokio::sync::Notify,
 }
 
 impl Cluster {
@@ -155,6 +159,7 @@ impl Cluster {
                 lease_log: Mutex::new(log),
                 supervisor: Supervisor::new(),
                 released,
+                renew_now: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -229,12 +234,11 @@ impl Cluster {
         self.serve().has_lease(Instant::now())
     }
 
-    /// The leader's answer to a lease renewal of `node`.
-    pub async fn on_heartbeat(&self, node: u64, applied: u64, now: Instant) -> Result<(), String> {
-        let timeout = self.inner.settings.heartbeat;
+    /// The leader's answer to a lease renewal.
+    pub async fn on_heartbeat(&self, renewal: Renewal, now: Instant) -> Result<(), String> {
         self.inner
             .supervisor
-            .on_heartbeat(&self.inner.control, node, applied, now, timeout)
+            .on_heartbeat(&self.inner.control, &self.inner.settings, renewal, now)
             .await
     }
 
@@ -330,14 +334,34 @@ impl Cluster {
         }
     }
 
-    /// Renews the lease every heartbeat interval.
+    /// Renews the lease every heartbeat interval, and at once when a new leader is known (it
+    /// waits for a quorum's reports before taking over dead nodes' shards) or this node
+    /// gained shards (they are served from the grant that covers them).
     async fn heartbeat_loop(self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.inner.settings.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut server = self.inner.control.raft().server_metrics();
+        let mut leader = server.borrow().current_leader;
+        let mut raft_running = true;
         loop {
             tokio::select! {
                 // Time to renew.
                 _ = tick.tick() => self.renew().await,
+                // Raft's vote, state or leader changed.
+                changed = server.changed(), if raft_running => {
+                    raft_running = changed.is_ok();
+                    let now_leader = server.borrow_and_update().current_leader;
+                    if now_leader != leader && now_leader.is_some() {
+                        self.renew().await;
+                        tick.reset();
+                    }
+                    leader = now_leader;
+                }
+                // Shards gained.
+                _ = self.inner.renew_now.notified() => {
+                    self.renew().await;
+                    tick.reset();
+                }
                 // Node shutdown.
                 _ = stopped(&mut stop) => break,
             }
@@ -356,14 +380,23 @@ impl Cluster {
         let sent = Instant::now();
         let sent_ms = now_ms();
         let applied = control.applied_index();
+        let term = control.status().term;
+        // Read after the term: a bound on acknowledgements of leaders below it.
+        let prior_ack = control.contact().last_before(term, Instant::now());
+        let renewal = Renewal {
+            node: me,
+            applied,
+            term,
+            prior_ack,
+        };
         let answer = match control.leader() {
             None => Err("no leader known".to_owned()),
-            Some((leader, _)) if leader == me => self.on_heartbeat(me, applied, sent).await,
+            Some((leader, _)) if leader == me => self.on_heartbeat(renewal, sent).await,
             Some((_, addr)) => {
                 match self
                     .inner
                     .peers
-                    .heartbeat(&addr, me, applied, s.heartbeat)
+                    .heartbeat(&addr, renewal, s.heartbeat)
                     .await
                 {
                     Ok(answer) => answer,
@@ -410,9 +443,9 @@ impl Cluster {
         let _ = self.inner.released.send(shards);
     }
 
-    /// Runs the leader's duties every heartbeat interval.
+    /// Runs the leader's duties twice every heartbeat interval (detection granularity).
     async fn supervisor_loop(self, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.inner.settings.heartbeat);
+        let mut tick = tokio::time::interval(self.inner.settings.heartbeat / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -447,6 +480,11 @@ impl Cluster {
                     if node == me {
                         let delay = Duration::from_millis(activate_after_ms);
                         self.serve().gained(&shards, delay, Instant::now());
+                        let me = self.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            me.inner.renew_now.notify_one();
+                        });
                     } else {
                         let lost = self.serve().lost(&shards);
                         self.release(lost);

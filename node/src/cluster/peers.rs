@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use starling_proto::peer as pb;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use super::Renewal;
 use crate::raft::{ControlCommand, ControlError, ControlResponse, LeaderForward};
 
 /// Connect timeout of peer channels.
@@ -106,13 +107,16 @@ impl Peers {
     pub async fn heartbeat(
         &self,
         addr: &str,
-        node_id: u64,
-        applied_index: u64,
+        renewal: Renewal,
         timeout: Duration,
     ) -> Result<Result<(), String>, PeerError> {
+        let ago = Instant::now().saturating_duration_since(renewal.prior_ack);
         let mut req = tonic::Request::new(pb::HeartbeatRequest {
-            node_id,
-            applied_index,
+            node_id: renewal.node,
+            applied_index: renewal.applied,
+            term: renewal.term,
+            // Rounded down: the leader's bound (its receive time minus this) is never early.
+            prior_leader_ack_ago_us: ago.as_micros().try_into().unwrap_or(u64::MAX),
         });
         req.set_timeout(timeout);
         let reply = self

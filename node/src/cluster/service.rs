@@ -5,12 +5,12 @@
 //! Handlers decode, call the cluster/router/store, encode; they hold no state.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use starling_proto::peer as pb;
 use tonic::{Request, Response, Status};
 
-use super::{Cluster, Route};
+use super::{Cluster, Renewal, Route};
 use crate::device::DeviceRouter;
 use crate::model::{DeviceKey, Sample};
 use crate::raft::ops::now_ms;
@@ -117,10 +117,16 @@ impl pb::control_server::Control for ControlService {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
         let r = req.into_inner();
-        let result = self
-            .cluster
-            .on_heartbeat(r.node_id, r.applied_index, Instant::now())
-            .await;
+        let now = Instant::now();
+        let renewal = Renewal {
+            node: r.node_id,
+            applied: r.applied_index,
+            term: r.term,
+            prior_ack: now
+                .checked_sub(Duration::from_micros(r.prior_leader_ack_ago_us))
+                .unwrap_or(now),
+        };
+        let result = self.cluster.on_heartbeat(renewal, now).await;
         Ok(Response::new(pb::HeartbeatReply {
             leader_id: self.cluster.control().leader().map_or(0, |(l, _)| l),
             granted: result.is_ok(),

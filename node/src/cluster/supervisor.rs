@@ -12,35 +12,28 @@
 //!   nodes active, places shards with [`placement::plan`], and keeps the voter count at
 //!   `max_voters` by promoting live learners in place of dead voters.
 //!
-//! A new leader knows no heartbeat history: it treats every node as heard at its election, and
-//! requires every node to have applied what the new leader had applied, so it never declares
-//! a node dead earlier than the old leader would have, nor grants a lease to a node that has
-//! not seen the latest moves.
+//! A new leader knows no heartbeat history. It declares a node it has not heard from dead
+//! only once every lease granted by earlier leaders has certainly expired (the *takeover*
+//! instant): `lease + drift` after its own election at first (every earlier grant was
+//! confirmed by a quorum before a quorum voted for this term), then `lease + drift` after the
+//! latest time a quorum of voters reports having acknowledged an earlier leader (see
+//! [`crate::raft::contact`]) — usually the moment the old leader died. It requires every node
+//! to have applied what the new leader had applied, so it never grants a lease to a node that
+//! has not seen the latest moves.
 //!
 //! What it does not do: serve shards, or trust its own timing for safety (epochs do that).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::ClusterSettings;
+pub use super::view::Renewal;
+use super::view::View;
 use crate::raft::ops::now_ms;
 use crate::raft::{ControlCommand, ControlError, ControlPlane, ControlResponse, NodeState};
 use crate::shard::ShardId;
 use crate::shard::placement::{self, Move};
-
-/// The leader's heartbeat bookkeeping, reset at every new term.
-#[derive(Debug, Default)]
-struct View {
-    term: u64,
-    /// When this node started leading in `term`.
-    since: Option<Instant>,
-    last_heard: HashMap<u64, Instant>,
-    /// A node must have applied at least this index before its lease is renewed.
-    min_applied: HashMap<u64, u64>,
-    /// Nodes with a move away from them being proposed: refused until it is committed.
-    moving_from: HashSet<u64>,
-}
 
 /// What the leader knows of one node, for `cluster members`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +72,7 @@ impl Supervisor {
     }
 
     /// Resets the view when `term` is new (this node just became leader).
-    fn observe_term(&self, control: &ControlPlane, now: Instant) {
+    fn observe_term(&self, control: &ControlPlane, settings: &ClusterSettings, now: Instant) {
         let term = control.status().term;
         let mut v = self.view();
         if v.term == term && v.since.is_some() {
@@ -89,10 +82,27 @@ impl Supervisor {
         let nodes = control.nodes();
         v.term = term;
         v.since = Some(now);
-        v.last_heard = nodes.keys().map(|id| (*id, now)).collect();
+        v.takeover = Some(now + settings.lease + settings.drift_margin);
+        v.prior_acks.clear();
+        v.last_heard.clear();
         v.min_applied = nodes.keys().map(|id| (*id, applied)).collect();
         v.moving_from.clear();
         tracing::info!(term, applied, "leading: heartbeat view reset");
+    }
+
+    /// Records `r`'s report on earlier leaders and tightens the takeover instant with it.
+    fn observe_report(&self, control: &ControlPlane, settings: &ClusterSettings, r: &Renewal) {
+        let mut v = self.view();
+        if r.term != v.term {
+            return;
+        }
+        v.prior_acks.insert(r.node, r.prior_ack);
+        let Some(voters) = control.settled_voters() else {
+            return;
+        };
+        let me = control.node_id();
+        let mine = control.contact().last_before(v.term, Instant::now());
+        v.tighten(&voters, me, mine, settings.lease + settings.drift_margin);
     }
 
     /// Confirms with a quorum that this node still leads, by a round that started at or after
@@ -131,21 +141,25 @@ impl Supervisor {
         }
     }
 
-    /// A lease renewal from `node`, which has applied up to `applied`, received at `now`.
-    /// Granted only after a quorum confirmed this node's leadership since `now`.
+    /// A lease renewal `r` received at `now`. Granted only after a quorum confirmed this
+    /// node's leadership since `now`.
     pub async fn on_heartbeat(
         &self,
         control: &ControlPlane,
-        node: u64,
-        applied: u64,
+        settings: &ClusterSettings,
+        r: Renewal,
         now: Instant,
-        timeout: Duration,
     ) -> Result<(), String> {
         if !control.is_leader() {
             return Err("not the leader".into());
         }
-        self.confirm_leadership(control, now, timeout).await?;
-        self.observe_term(control, now);
+        let (node, applied) = (r.node, r.applied);
+        // The report holds whether or not this leadership is confirmed yet.
+        self.observe_term(control, settings, now);
+        self.observe_report(control, settings, &r);
+        self.confirm_leadership(control, now, settings.heartbeat)
+            .await?;
+        self.observe_term(control, settings, now);
         let info = control.node_info(node);
         if info.as_ref().is_some_and(|i| i.state == NodeState::Removed) {
             return Err(format!("node {node} was removed from the cluster"));
@@ -184,9 +198,8 @@ impl Supervisor {
                 let ago = if *id == control.node_id() {
                     Some(Duration::ZERO)
                 } else {
-                    v.last_heard
-                        .get(id)
-                        .map(|t| now.saturating_duration_since(*t))
+                    v.heard(*id, settings.failure_timeout)
+                        .map(|t| now.saturating_duration_since(t))
                 };
                 let health = match ago {
                     Some(a) if a <= settings.lease => "alive",
@@ -211,7 +224,7 @@ impl Supervisor {
             return;
         }
         let now = Instant::now();
-        self.observe_term(control, now);
+        self.observe_term(control, settings, now);
         if let Err(e) = self.round(control, settings, now).await {
             tracing::debug!(error = %e, "supervisor round incomplete; retrying next tick");
         }
@@ -225,11 +238,10 @@ impl Supervisor {
     ) -> Result<(), ControlError> {
         let me = control.node_id();
         let nodes = control.nodes();
-        // A node never heard in this term counts as heard when this node started leading:
-        // it gets a full failure timeout, as under the previous leader.
+        // A node never heard in this term counts as heard `failure_timeout` before the
+        // takeover instant (see `View::heard`).
         let heard_within = |id: u64, d: Duration| {
-            let v = self.view();
-            let heard = v.last_heard.get(&id).copied().or(v.since);
+            let heard = self.view().heard(id, settings.failure_timeout);
             id == me || heard.is_some_and(|t| now.saturating_duration_since(t) <= d)
         };
         // The rescuer of `dead`'s broker session: the first other active node holding a lease.

@@ -163,18 +163,18 @@ pub struct Cluster {
     /// Number of virtual shards: a power of two, at most 65536, fixed when the cluster is
     /// created (a joining node takes the cluster's). Default 4096.
     pub shards: u32,
-    /// Interval of lease renewals to the leader. Default 250ms.
+    /// Interval of lease renewals to the leader. Default 200ms.
     #[serde(with = "duration")]
     pub heartbeat: Duration,
     /// How long a renewed lease lets a node serve its shards; a node that cannot renew stops
-    /// serving when it runs out. At least 3 × heartbeat. Default 1500ms.
+    /// serving when it runs out. At least 3 × heartbeat. Default 1000ms.
     #[serde(with = "duration")]
     pub lease: Duration,
     /// Silence after which the leader declares a node failed and reassigns its shards; greater
-    /// than lease + drift_margin. Default 2500ms.
+    /// than lease + drift_margin. Default 1500ms.
     #[serde(with = "duration")]
     pub failure_timeout: Duration,
-    /// Allowance for clock-rate differences between nodes. Default 250ms.
+    /// Allowance for clock-rate differences between nodes. Default 200ms.
     #[serde(with = "duration")]
     pub drift_margin: Duration,
     /// Raft voters (3 or 5); other nodes are learners, promoted to replace a dead voter.
@@ -188,10 +188,10 @@ impl Default for Cluster {
             bootstrap: Vec::new(),
             join: Vec::new(),
             shards: crate::shard::DEFAULT_SHARDS,
-            heartbeat: Duration::from_millis(250),
-            lease: Duration::from_millis(1500),
-            failure_timeout: Duration::from_millis(2500),
-            drift_margin: Duration::from_millis(250),
+            heartbeat: Duration::from_millis(200),
+            lease: Duration::from_millis(1000),
+            failure_timeout: Duration::from_millis(1500),
+            drift_margin: Duration::from_millis(200),
             max_voters: 3,
         }
     }

@@ -350,7 +350,7 @@ fn to_toml_prints_the_effective_config_and_reloads() {
     for needle in [
         "client_id = \"starling-node-2\"",
         "client_ca = \"ca.pem\"",
-        "lease = \"1500ms\"",
+        "lease = \"1000ms\"",
         "max_ts_future = \"1d\"",
         "idle_timeout = \"5m\"",
         "password = \"<redacted>\"",

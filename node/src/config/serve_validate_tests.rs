@@ -97,19 +97,19 @@ fn each_rule_rejects_naming_the_field() {
             "cluster.heartbeat",
         ),
         (
-            |c| c.cluster.heartbeat = Duration::from_millis(600),
+            |c| c.cluster.heartbeat = Duration::from_millis(400),
             "cluster.lease",
-            "cluster.lease (1500ms) must be at least 3 × cluster.heartbeat (3 × 600ms = 1800ms)",
+            "cluster.lease (1000ms) must be at least 3 × cluster.heartbeat (3 × 400ms = 1200ms)",
         ),
         (
-            |c| c.cluster.failure_timeout = Duration::from_millis(1750),
+            |c| c.cluster.failure_timeout = Duration::from_millis(1200),
             "cluster.failure_timeout",
-            "cluster.failure_timeout (1750ms) must exceed cluster.lease + cluster.drift_margin (1500ms + 250ms = 1750ms)",
+            "cluster.failure_timeout (1200ms) must exceed cluster.lease + cluster.drift_margin (1000ms + 200ms = 1200ms)",
         ),
         (
             |c| c.cluster.drift_margin = Duration::from_secs(1),
             "cluster.failure_timeout",
-            "1500ms + 1s = 2500ms",
+            "1000ms + 1s = 2s",
         ),
         (
             |c| c.mqtt.broker = "broker".into(),

@@ -19,6 +19,7 @@
 
 pub mod apply;
 pub mod command;
+pub mod contact;
 pub mod error;
 pub mod log_store;
 pub mod network;
@@ -98,6 +99,8 @@ struct Inner {
     running: Mutex<Option<Running>>,
     /// Sends writes to the leader when this node is not it (set once by `cluster/`).
     forwarder: std::sync::OnceLock<Arc<dyn LeaderForward>>,
+    /// When this node last acknowledged a leader, per term (recorded by the peer service).
+    contact: Arc<contact::LeaderContact>,
 }
 
 /// How a node's control plane starts.
@@ -144,9 +147,11 @@ pub const SNAPSHOT_CHUNK_BYTES: u64 = 512 * 1024;
 fn raft_config() -> Config {
     Config {
         cluster_name: "starling".to_owned(),
+        // A follower that hears nothing starts an election after openraft's leader lease
+        // (= election_timeout_max) plus a random election timeout: 0.9–1.2 s.
         heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         // Snapshot every 5000 entries and keep 1000 entries behind the snapshot for followers
         // that lag a little; openraft purges the rest after each snapshot.
@@ -230,6 +235,7 @@ impl ControlPlane {
                     released,
                 })),
                 forwarder: std::sync::OnceLock::new(),
+                contact: Arc::default(),
             }),
         };
         let started = match start {
@@ -420,6 +426,12 @@ impl ControlPlane {
     /// Events of entries applied from now on, sent after their batch is durable.
     pub fn subscribe(&self) -> broadcast::Receiver<Applied> {
         self.inner.events.subscribe()
+    }
+
+    /// When this node last acknowledged a leader, per term: the peer `Raft` service records
+    /// it, a new leader asks for it (see [`contact`]).
+    pub fn contact(&self) -> &Arc<contact::LeaderContact> {
+        &self.inner.contact
     }
 
     pub fn status(&self) -> ControlStatus {

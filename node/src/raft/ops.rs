@@ -15,6 +15,7 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 
 use super::command::{ControlCommand, ControlResponse, NodeInfo};
 use super::error::ControlError;
+use super::log_store::LogStore;
 use super::state_machine::{self, Ownership};
 use super::types::Raft;
 use super::{ControlPlane, wait_error};
@@ -159,6 +160,20 @@ impl ControlPlane {
             map.insert(*id, node.addr.clone());
         }
         (v, l)
+    }
+
+    /// The voters, when the membership is one configuration (not joint) whose entry is
+    /// committed in this node's log; `None` during a membership change.
+    pub fn settled_voters(&self) -> Option<BTreeSet<u64>> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let stored = &m.membership_config;
+        let membership = stored.membership();
+        let committed = LogStore::committed_index(&self.inner.committed);
+        let entry = stored.log_id().map(|l| l.index);
+        let settled = membership.get_joint_config().len() == 1
+            && entry.is_some_and(|i| committed.is_some_and(|c| i <= c));
+        settled.then(|| membership.voter_ids().collect())
     }
 
     /// Adds a learner and waits until it has caught up with the leader's log. Leader only.

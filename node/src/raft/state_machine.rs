@@ -2,11 +2,16 @@
 //!
 //! The tables are described in [`tables`](super::tables).
 //!
-//! A batch of entries is applied in ONE write transaction together with `last_applied`,
-//! committed with `Durability::Immediate`: after a crash an entry is either applied with its
-//! index recorded or not at all, so it is never applied twice. Only after that commit are the
-//! in-memory caches (rules and shard map, both tiny and read on every telemetry point)
-//! updated and the [`Applied`] events broadcast.
+//! A batch of entries is applied in ONE write transaction together with `last_applied`, so
+//! after a crash an entry is either applied with its index recorded or not at all: it is
+//! never applied twice. Most batches commit with `Durability::None` (no fsync): the Raft log
+//! is the durable record, and after a crash openraft re-applies the committed entries after
+//! the last durable `last_applied` (apply is deterministic: entries carry their own times).
+//! A batch commits durably at least every [`DURABLE_EVERY`], and a snapshot is always saved
+//! durably (which makes every earlier commit durable too) before openraft may purge the log
+//! behind it. Only after the commit are the in-memory caches (rules and shard map, both tiny
+//! and read on every telemetry point) updated and the [`Applied`] events broadcast; a crash
+//! can therefore repeat an event on restart, never lose one.
 //!
 //! The entry logic itself is [`apply::apply`](super::apply::apply); this file only adapts it
 //! to redb and openraft. Alarms and the active index are never cached: they are read from disk.
@@ -211,8 +216,14 @@ struct SnapshotData {
 
 /// The state machine store. Openraft owns one; its snapshot builders are clones.
 #[derive(Clone)]
+/// The longest time between two durable state-machine commits (bounds the replay after a
+/// crash).
+pub const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct StateMachineStore {
     db: Arc<Database>,
+    /// When the last durable apply commit started.
+    last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
     caches: Arc<Caches>,
     events: broadcast::Sender<Applied>,
     /// Dropped with the last clone; see `LogStore::_alive`.
@@ -241,6 +252,7 @@ impl StateMachineStore {
         caches.reload(&db)?;
         Ok(Self {
             db: Arc::new(db),
+            last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
             caches,
             events,
             _alive: alive,
@@ -293,15 +305,17 @@ fn rejection_reason(r: &Rejection) -> &'static str {
     }
 }
 
-/// Applies a batch in one durable transaction; returns one response per entry and the events.
+/// Applies a batch in one transaction (fsynced when `durability` says so); returns one
+/// response per entry and the events.
 fn apply_batch(
     db: &Database,
     entries: &[RaftEntry],
+    durability: Durability,
 ) -> Result<(Vec<ControlResponse>, Vec<Applied>), StoreError> {
     let mut responses = Vec::with_capacity(entries.len());
     let mut events = Vec::new();
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
+    txn.set_durability(durability)?;
     {
         let mut view = TxnView {
             rules: txn.open_table(RULES)?,
@@ -532,8 +546,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(Vec::new());
         }
         let db = self.db.clone();
-        let (responses, events) =
-            blocking(Op::WriteStateMachine, move || apply_batch(&db, &entries)).await?;
+        let durability = {
+            let mut last = self
+                .last_durable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.elapsed() >= DURABLE_EVERY {
+                *last = std::time::Instant::now();
+                Durability::Immediate
+            } else {
+                Durability::None
+            }
+        };
+        let (responses, events) = blocking(Op::WriteStateMachine, move || {
+            apply_batch(&db, &entries, durability)
+        })
+        .await?;
         self.publish(events);
         Ok(responses)
     }

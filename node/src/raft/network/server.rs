@@ -12,7 +12,12 @@
 //! are mounted on the same port by whoever builds the server. [`raft_routes`] is the piece to
 //! mount.
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use starling_proto::peer::RaftPayload;
@@ -21,6 +26,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use super::PEER_MAX_MESSAGE;
+use crate::raft::contact::LeaderContact;
 use crate::raft::types::{NodeId, Raft, TypeConfig};
 use crate::tls::require_node_cert;
 
@@ -33,8 +39,9 @@ pub type RaftRoutes = InterceptedService<RaftServer<RaftPeerService>, NodeCertCh
 
 /// The `Raft` service for `raft`, with message limits of [`PEER_MAX_MESSAGE`], behind
 /// [`require_node_cert`]. Serve it only on a server configured with the peer TLS.
-pub fn raft_routes(raft: Raft) -> RaftRoutes {
-    let server = RaftServer::new(RaftPeerService::new(raft))
+/// Acknowledged AppendEntries are recorded in `contact`.
+pub fn raft_routes(raft: Raft, contact: Arc<LeaderContact>) -> RaftRoutes {
+    let server = RaftServer::new(RaftPeerService::new(raft, contact))
         .max_decoding_message_size(PEER_MAX_MESSAGE)
         .max_encoding_message_size(PEER_MAX_MESSAGE);
     InterceptedService::new(server, require_node_cert as NodeCertCheck)
@@ -44,11 +51,12 @@ pub fn raft_routes(raft: Raft) -> RaftRoutes {
 #[derive(Clone)]
 pub struct RaftPeerService {
     raft: Raft,
+    contact: Arc<LeaderContact>,
 }
 
 impl RaftPeerService {
-    pub fn new(raft: Raft) -> RaftPeerService {
-        RaftPeerService { raft }
+    pub fn new(raft: Raft, contact: Arc<LeaderContact>) -> RaftPeerService {
+        RaftPeerService { raft, contact }
     }
 }
 
@@ -59,7 +67,17 @@ impl RaftService for RaftPeerService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let req: AppendEntriesRequest<TypeConfig> = decode("AppendEntries", request)?;
-        answer(&self.raft.append_entries(req).await)
+        let term = req.vote.leader_id().term;
+        // In flight from here: a new leader asking meanwhile gets "now" as the bound.
+        let call = self.contact.begin(term);
+        let result = self.raft.append_entries(req).await;
+        // Anything but a higher vote acknowledges the sender as leader of `term`.
+        let acknowledged = matches!(
+            &result,
+            Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))
+        );
+        call.end(acknowledged, Instant::now());
+        answer(&result)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
