@@ -1,0 +1,438 @@
+//! Notification delivery against real servers: a real Mosquitto (the node's broker and an
+//! `alerts/#` subscriber), a real SMTP server (Python's aiosmtpd, writing a Maildir), and a
+//! real HTTP server (axum on hyper) that fails the first attempts of every delivery, records
+//! the `Idempotency-Key` header and serves as the SMS provider webhook.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use common::*;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use starling_sdk::proto::{AlarmStatus, ListAlarmsRequest};
+
+/// What the HTTP server saw: (path, Idempotency-Key, JSON body), in arrival order.
+type Seen = Arc<Mutex<Vec<(String, String, serde_json::Value)>>>;
+
+#[derive(Clone)]
+struct Hooks {
+    seen: Seen,
+    /// Attempts per idempotency key on `/flaky` answered 503 before the first 200.
+    fail_first: usize,
+}
+
+async fn record(hooks: &Hooks, path: &str, headers: &HeaderMap, body: &str) -> usize {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    let mut seen = hooks.seen.lock().unwrap();
+    seen.push((path.to_owned(), key.clone(), json));
+    seen.iter()
+        .filter(|(p, k, _)| p == path && *k == key)
+        .count()
+}
+
+/// A real HTTP server on a free port: `/flaky` (503 for the first attempts of each key),
+/// `/reject` (always 400), `/sms` (200).
+async fn start_http(fail_first: usize) -> anyhow::Result<(u16, Seen)> {
+    let hooks = Hooks {
+        seen: Seen::default(),
+        fail_first,
+    };
+    let app = Router::new()
+        .route(
+            "/flaky",
+            post(
+                |State(h): State<Hooks>, headers: HeaderMap, body: String| async move {
+                    let n = record(&h, "/flaky", &headers, &body).await;
+                    if n <= h.fail_first {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                },
+            ),
+        )
+        .route(
+            "/reject",
+            post(
+                |State(h): State<Hooks>, headers: HeaderMap, body: String| async move {
+                    record(&h, "/reject", &headers, &body).await;
+                    StatusCode::BAD_REQUEST
+                },
+            ),
+        )
+        .route(
+            "/sms",
+            post(
+                |State(h): State<Hooks>, headers: HeaderMap, body: String| async move {
+                    record(&h, "/sms", &headers, &body).await;
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(hooks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((port, hooks.seen))
+}
+
+/// aiosmtpd writing every accepted message into a Maildir; killed on drop.
+struct Smtp {
+    child: Child,
+    port: u16,
+    maildir: PathBuf,
+}
+
+impl Smtp {
+    async fn start(dir: &Path) -> anyhow::Result<Smtp> {
+        let port = starling_chaos::free_port();
+        let maildir = dir.join("maildir");
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start aiosmtpd: run scripts/ensure-test-deps (pip install aiosmtpd)")?;
+        let smtp = Smtp {
+            child,
+            port,
+            maildir,
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(smtp);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("aiosmtpd did not listen on {port}: is it installed (pip install aiosmtpd)?")
+    }
+
+    /// The raw text of every delivered message.
+    fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Subscribes to `alerts/#` at QoS 1; yields (topic, JSON payload).
+async fn subscribe_alerts(
+    port: u16,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<(String, serde_json::Value)>> {
+    let mut opts = MqttOptions::new("alerts-watcher", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    client.subscribe("alerts/#", QoS::AtLeastOnce).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _client = client;
+        let mut subscribed_tx = Some(subscribed_tx);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(t) = subscribed_tx.take() {
+                        let _ = t.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let json = serde_json::from_slice(&p.payload).unwrap_or_default();
+                    let _ = tx.send((p.topic.clone(), json));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed)
+        .await
+        .context("SUBACK for alerts/#")??;
+    Ok(rx)
+}
+
+/// Polls `check` until it returns `Some` (bounded).
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    for _ in 0..600 {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("timed out waiting for {what}")
+}
+
+/// The value of one labelled series, e.g. `starling_notify_sent_total{kind="email"}`.
+fn series(text: &str, name: &str, kind: &str) -> f64 {
+    let prefix = format!("{name}{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn write_notify_config(dir: &Path, body: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join("notify.toml");
+    std::fs::write(&path, format!("[notify]\n{body}"))?;
+    Ok(path)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_transition_reaches_every_target_with_its_idempotency_key() {
+    let work = tempfile::tempdir().unwrap();
+    let broker = start_mosquitto().await.unwrap();
+    let smtp = Smtp::start(work.path()).await.unwrap();
+    let (http_port, seen) = start_http(2).await.unwrap();
+    let config = write_notify_config(
+        work.path(),
+        &format!(
+            "retry_attempts = 5\nretry_min_delay = \"20ms\"\nretry_max_delay = \"100ms\"\n\
+             smtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n\
+             smtp_from = \"Starling <alerts@example.com>\"\n\
+             sms_url = \"http://127.0.0.1:{http_port}/sms\"\nsms_token = \"t0k\"\n",
+            smtp.port
+        ),
+    )
+    .unwrap();
+    let mut alerts = subscribe_alerts(broker.port()).await.unwrap();
+    let node = start_node(
+        Some(broker.addr()),
+        &["--notify-config", config.to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    let client = client(&node.node).unwrap();
+    let rule = format!(
+        r#"{{"id":"hot","condition":{{"threshold":{{"metric":"temp","op":">","value":30}}}},
+            "severity":"major","notify":[
+              {{"webhook":{{"url":"http://127.0.0.1:{http_port}/flaky"}}}},
+              {{"email":{{"to":"ops@example.com"}}}},
+              {{"sms":{{"to":"+15550100"}}}},
+              {{"mqtt":{{}}}}]}}"#
+    );
+    client.apply_rule(&rule, "json").await.unwrap();
+
+    let mut dev = Device::connect(broker.port(), "boiler").await.unwrap();
+    dev.send(r#"{"ts": 1, "temp": 35}"#).await.unwrap();
+    dev.wait_acks(1).await.unwrap();
+    dev.send(r#"{"ts": 2, "temp": 20}"#).await.unwrap();
+    dev.wait_acks(1).await.unwrap();
+    let alarms = client
+        .list_alarms(ListAlarmsRequest {
+            status: AlarmStatus::Cleared as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    let id = alarms[0].id.clone();
+    client.ack_alarm(&id).await.unwrap();
+    let keys: Vec<String> = ["raised", "cleared", "acknowledged"]
+        .iter()
+        .map(|t| format!("{id}:{t}"))
+        .collect();
+
+    // Webhook: each key answered 503 twice, then 200; every attempt carried the key.
+    let flaky = eventually("three webhook deliveries", || {
+        let seen = seen.lock().unwrap();
+        let by_key: BTreeMap<String, Vec<serde_json::Value>> = seen
+            .iter()
+            .filter(|(p, _, _)| p == "/flaky")
+            .fold(BTreeMap::new(), |mut m, (_, k, b)| {
+                m.entry(k.clone()).or_default().push(b.clone());
+                m
+            });
+        (keys
+            .iter()
+            .all(|k| by_key.get(k).is_some_and(|v| v.len() >= 3)))
+        .then_some(by_key)
+    })
+    .await
+    .unwrap();
+    assert_eq!(flaky.len(), 3, "only the three keys: {:?}", flaky.keys());
+    for (key, bodies) in &flaky {
+        for body in bodies {
+            assert_eq!(body["idempotency_key"], key.as_str());
+            assert_eq!(
+                format!(
+                    "{}:{}",
+                    body["alarm"]["id"].as_str().unwrap(),
+                    body["transition"].as_str().unwrap()
+                ),
+                *key
+            );
+            assert_eq!(body["alarm"]["device"], "boiler");
+            assert_eq!(body["alarm"]["severity"], "major");
+        }
+    }
+
+    // SMS provider webhook: {to, text} with the key, once per transition.
+    let sms = eventually("three SMS", || {
+        let seen = seen.lock().unwrap();
+        let sms: Vec<_> = seen
+            .iter()
+            .filter(|(p, _, _)| p == "/sms")
+            .cloned()
+            .collect();
+        (sms.len() >= 3).then_some(sms)
+    })
+    .await
+    .unwrap();
+    let mut sms_keys: Vec<String> = sms.iter().map(|(_, k, _)| k.clone()).collect();
+    sms_keys.sort();
+    let mut sorted_keys = keys.clone();
+    sorted_keys.sort();
+    assert_eq!(sms_keys, sorted_keys);
+    for (_, _, body) in &sms {
+        assert_eq!(body["to"], "+15550100");
+        assert!(
+            body["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("[major] boiler: hot "),
+            "{body}"
+        );
+    }
+
+    // Email through the real SMTP server, Message-ID from the key.
+    let mails = eventually("three emails", || {
+        let m = smtp.messages();
+        (m.len() >= 3).then_some(m)
+    })
+    .await
+    .unwrap();
+    assert_eq!(mails.len(), 3);
+    for t in ["raised", "cleared", "acknowledged"] {
+        let mid = format!("<{id}.{t}@starling.alerts>");
+        let mail = mails
+            .iter()
+            .find(|m| m.contains(&mid))
+            .unwrap_or_else(|| panic!("no mail with Message-ID {mid}: {mails:?}"));
+        assert!(mail.contains("To: ops@example.com"), "{mail}");
+        assert!(
+            mail.contains(&format!("Subject: [major] boiler: hot {t}")),
+            "{mail}"
+        );
+    }
+
+    // MQTT alerts/boiler, QoS 1, JSON with the key.
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let (topic, body) = tokio::time::timeout(Duration::from_secs(30), alerts.recv())
+            .await
+            .expect("alert on alerts/boiler")
+            .unwrap();
+        assert_eq!(topic, "alerts/boiler");
+        got.push(body["idempotency_key"].as_str().unwrap().to_owned());
+    }
+    got.sort();
+    assert_eq!(got, sorted_keys);
+
+    let text = node.node.metrics_text().await.unwrap();
+    for kind in ["webhook", "email", "sms", "mqtt"] {
+        assert_eq!(
+            series(&text, "starling_notify_sent_total", kind),
+            3.0,
+            "{kind}\n{text}"
+        );
+    }
+    assert!(series(&text, "starling_notify_retries_total", "webhook") >= 6.0);
+    assert_eq!(
+        series(&text, "starling_notify_failed_total", "webhook"),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn permanent_errors_are_not_retried_and_rate_limits_drop() {
+    let work = tempfile::tempdir().unwrap();
+    let broker = start_mosquitto().await.unwrap();
+    let (http_port, seen) = start_http(0).await.unwrap();
+    let config = write_notify_config(
+        work.path(),
+        "retry_attempts = 5\nretry_min_delay = \"20ms\"\nrate_per_minute = 1\nrate_burst = 1\n",
+    )
+    .unwrap();
+    let node = start_node(
+        Some(broker.addr()),
+        &["--notify-config", config.to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    let client = client(&node.node).unwrap();
+    let rule = format!(
+        r#"{{"id":"hot","condition":{{"threshold":{{"metric":"temp","op":">","value":30}}}},
+            "notify":[{{"webhook":{{"url":"http://127.0.0.1:{http_port}/reject"}}}},
+                      {{"email":{{"to":"ops@example.com"}}}}]}}"#
+    );
+    client.apply_rule(&rule, "json").await.unwrap();
+    let mut dev = Device::connect(broker.port(), "oven").await.unwrap();
+    dev.send(r#"{"ts": 1, "temp": 35}"#).await.unwrap();
+    dev.send(r#"{"ts": 2, "temp": 20}"#).await.unwrap();
+    dev.wait_acks(2).await.unwrap();
+
+    // Raised: one attempt, answered 400, not retried. Cleared: over the 1/min limit, dropped.
+    wait_metric(&node.node, "starling_notify_rate_limited_total", 2.0)
+        .await
+        .unwrap();
+    wait_metric(&node.node, "starling_notify_failed_total", 2.0)
+        .await
+        .unwrap();
+    let text = node.node.metrics_text().await.unwrap();
+    assert_eq!(
+        series(&text, "starling_notify_failed_total", "webhook"),
+        1.0,
+        "{text}"
+    );
+    // Email is not configured here: a permanent failure naming the setting.
+    assert_eq!(
+        series(&text, "starling_notify_failed_total", "email"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "starling_notify_rate_limited_total", "webhook"),
+        1.0
+    );
+    assert_eq!(
+        series(&text, "starling_notify_retries_total", "webhook"),
+        0.0
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].1.ends_with(":raised"), "{seen:?}");
+    assert!(
+        node.node
+            .log_tail(200)
+            .contains("notify.smtp_host is not set")
+    );
+}
