@@ -200,6 +200,23 @@ fn series(text: &str, name: &str, kind: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Polls `Alerts.List` until it returns `n` alarms (bounded): a device's PUBACK comes from the
+/// broker, before Starling has evaluated the point.
+async fn wait_alarms(
+    client: &starling_sdk::Client,
+    request: ListAlarmsRequest,
+    n: usize,
+) -> Vec<starling_sdk::proto::Alarm> {
+    for _ in 0..600 {
+        let alarms = client.list_alarms(request.clone()).await.unwrap();
+        if alarms.len() >= n {
+            return alarms;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} alarms for {request:?}")
+}
+
 fn write_notify_config(dir: &Path, body: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join("notify.toml");
     std::fs::write(&path, format!("[notify]\n{body}"))?;
@@ -246,13 +263,11 @@ async fn every_transition_reaches_every_target_with_its_idempotency_key() {
     dev.wait_acks(1).await.unwrap();
     dev.send(r#"{"ts": 2, "temp": 20}"#).await.unwrap();
     dev.wait_acks(1).await.unwrap();
-    let alarms = client
-        .list_alarms(ListAlarmsRequest {
-            status: AlarmStatus::Cleared as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let cleared = ListAlarmsRequest {
+        status: AlarmStatus::Cleared as i32,
+        ..Default::default()
+    };
+    let alarms = wait_alarms(&client, cleared, 1).await;
     assert_eq!(alarms.len(), 1, "{alarms:?}");
     let id = alarms[0].id.clone();
     client.ack_alarm(&id).await.unwrap();
@@ -435,4 +450,118 @@ async fn permanent_errors_are_not_retried_and_rate_limits_drop() {
             .log_tail(200)
             .contains("notify.smtp_host is not set")
     );
+}
+
+/// `starling alerts list` through the real CLI, returning the alarms' (rule, severity).
+fn cli_list(profile: &Path, filters: &[&str]) -> Vec<(String, String)> {
+    let out = Command::new(bin())
+        .args(["alerts", "list", "--format", "json"])
+        .args(filters)
+        .env("STARLING_PROFILE", profile)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let alarms: Vec<serde_json::Value> = match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Array(a)) => a,
+        _ => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    };
+    let mut got: Vec<(String, String)> = alarms
+        .iter()
+        .map(|a| {
+            (
+                a["rule"].as_str().unwrap().to_owned(),
+                a["severity"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_list_and_watch_filter_by_device_severity_and_status() {
+    let node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+    for (id, limit, severity) in [("hot", 30, "major"), ("warm", 25, "minor")] {
+        let rule = format!(
+            r#"{{"id":"{id}","condition":{{"threshold":{{"metric":"temp","op":">","value":{limit}}}}},"severity":"{severity}"}}"#
+        );
+        client.apply_rule(&rule, "json").await.unwrap();
+    }
+    let mut dev = Device::connect(node.node.mqtt_port(), "kiln")
+        .await
+        .unwrap();
+    dev.send(r#"{"ts": 1, "temp": 35}"#).await.unwrap();
+    dev.wait_acks(1).await.unwrap();
+    let all = wait_alarms(&client, ListAlarmsRequest::default(), 2).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    let hot = all.iter().find(|a| a.rule_id == "hot").unwrap();
+    client.ack_alarm(&hot.id).await.unwrap();
+
+    let profile = node.node.profile_path();
+    let pair = |r: &str, s: &str| (r.to_owned(), s.to_owned());
+    let cases: [(&[&str], Vec<(String, String)>); 7] = [
+        (&[], vec![pair("hot", "major"), pair("warm", "minor")]),
+        (&["--severity", "major"], vec![pair("hot", "major")]),
+        (&["--status", "unacked"], vec![pair("warm", "minor")]),
+        (&["--status", "acked"], vec![pair("hot", "major")]),
+        (&["--severity", "minor", "--status", "acked"], vec![]),
+        (
+            &["--status", "active", "--device", "kiln"],
+            vec![pair("hot", "major"), pair("warm", "minor")],
+        ),
+        (&["--device", "other"], vec![]),
+    ];
+    for (filters, expected) in cases {
+        assert_eq!(cli_list(&profile, filters), expected, "{filters:?}");
+    }
+
+    // Watch: only the minor alarm's clear passes severity + status filters.
+    let mut watch = client
+        .watch_alarms(starling_sdk::proto::WatchAlarmsRequest {
+            severity: "minor".into(),
+            status: AlarmStatus::Cleared as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    dev.send(r#"{"ts": 2, "temp": 10}"#).await.unwrap();
+    dev.wait_acks(1).await.unwrap();
+    let ev = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_stream::StreamExt::next(&mut watch),
+    )
+    .await
+    .expect("a cleared minor alarm")
+    .unwrap()
+    .unwrap();
+    let alarm = ev.alarm.unwrap();
+    assert_eq!(
+        (alarm.rule_id.as_str(), alarm.severity.as_str()),
+        ("warm", "minor")
+    );
+    assert_eq!(alarm.status, AlarmStatus::Cleared as i32);
+    // The major alarm's clear was committed before this acknowledgement; the next event
+    // being the acknowledgement (it leaves the minor alarm cleared) shows it was filtered out.
+    client.ack_alarm(&alarm.id).await.unwrap();
+    let next = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_stream::StreamExt::next(&mut watch),
+    )
+    .await;
+    let ev = next.expect("the acknowledgement").unwrap().unwrap();
+    assert_eq!(
+        ev.transition,
+        starling_sdk::proto::Transition::Acknowledged as i32
+    );
+    assert_eq!(ev.alarm.unwrap().rule_id, "warm");
 }
