@@ -509,7 +509,8 @@ async fn alerts_list_and_watch_filter_by_device_severity_and_status() {
 
     let profile = node.node.profile_path();
     let pair = |r: &str, s: &str| (r.to_owned(), s.to_owned());
-    let cases: [(&[&str], Vec<(String, String)>); 7] = [
+    type Case<'a> = (&'a [&'a str], Vec<(String, String)>);
+    let cases: [Case; 7] = [
         (&[], vec![pair("hot", "major"), pair("warm", "minor")]),
         (&["--severity", "major"], vec![pair("hot", "major")]),
         (&["--status", "unacked"], vec![pair("warm", "minor")]),
