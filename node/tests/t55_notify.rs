@@ -99,11 +99,17 @@ struct Smtp {
 
 impl Smtp {
     async fn start(dir: &Path) -> anyhow::Result<Smtp> {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// With extra aiosmtpd options (`--tlscert …`, `--smtpscert …`).
+    async fn start_with(dir: &Path, extra: &[&Path]) -> anyhow::Result<Smtp> {
         let port = starling_chaos::free_port();
-        let maildir = dir.join("maildir");
+        let maildir = dir.join(format!("maildir-{port}"));
         let child = Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
             .stdout(Stdio::null())
@@ -565,4 +571,115 @@ async fn alerts_list_and_watch_filter_by_device_severity_and_status() {
         starling_sdk::proto::Transition::Acknowledged as i32
     );
     assert_eq!(ev.alarm.unwrap().rule_id, "warm");
+}
+
+fn raised_event(id: &str) -> starling_node::model::AlarmEvent {
+    use starling_node::model::{Alarm, AlarmEvent, AlarmStatus, DeviceKey, Transition, Value};
+    AlarmEvent {
+        alarm: Alarm {
+            id: id.into(),
+            device: DeviceKey::default_tenant("boiler"),
+            rule_id: "hot".into(),
+            rule_version: 3,
+            severity: "major".into(),
+            status: AlarmStatus::Active,
+            acknowledged: false,
+            metric: "temp".into(),
+            value: Value::Number(35.0),
+            raised_at_ms: 1,
+            cleared_at_ms: None,
+            message: String::new(),
+        },
+        transition: Transition::Raised,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn email_over_starttls_and_smtps_trusts_only_the_configured_ca() {
+    use starling_node::certs::{Usage, make_ca, make_signed_cert};
+    use starling_node::config::notify::{NotifyConfig, SmtpTls};
+    use starling_node::notify::email::Mailer;
+
+    let work = tempfile::tempdir().unwrap();
+    let ca = make_ca("smtp test ca").unwrap();
+    let server = make_signed_cert(&ca, "localhost", &["localhost"], Usage::Server).unwrap();
+    let (ca_pem, cert, key) = (
+        work.path().join("ca.pem"),
+        work.path().join("smtp.pem"),
+        work.path().join("smtp.key"),
+    );
+    std::fs::write(&ca_pem, ca.cert_pem()).unwrap();
+    std::fs::write(&cert, &server.cert_pem).unwrap();
+    std::fs::write(&key, &server.key_pem).unwrap();
+    let starttls = Smtp::start_with(
+        work.path(),
+        &[Path::new("--tlscert"), &cert, Path::new("--tlskey"), &key],
+    )
+    .await
+    .unwrap();
+    let smtps = Smtp::start_with(
+        work.path(),
+        &[
+            Path::new("--smtpscert"),
+            &cert,
+            Path::new("--smtpskey"),
+            &key,
+        ],
+    )
+    .await
+    .unwrap();
+
+    for (smtp, mode, id) in [
+        (&starttls, SmtpTls::Starttls, "a-1"),
+        (&smtps, SmtpTls::Tls, "a-2"),
+    ] {
+        let config = NotifyConfig {
+            smtp_host: Some("localhost".into()),
+            smtp_port: smtp.port,
+            smtp_tls: mode,
+            smtp_from: Some("alerts@example.com".into()),
+            smtp_ca: Some(ca_pem.clone()),
+            attempt_timeout: Duration::from_secs(10),
+            ..NotifyConfig::default()
+        };
+        let mailer = Mailer::from_config(&config).unwrap().unwrap();
+        mailer
+            .send("ops@example.com", &raised_event(id))
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        let mails = smtp.messages();
+        assert_eq!(mails.len(), 1, "{mode:?}");
+        assert!(mails[0].contains(&format!("<{id}.raised@starling.alerts>")));
+
+        // Without the private CA the server's certificate is not trusted: nothing is sent.
+        let untrusted = Mailer::from_config(&NotifyConfig {
+            smtp_ca: None,
+            ..config
+        })
+        .unwrap()
+        .unwrap();
+        let err = untrusted
+            .send("ops@example.com", &raised_event("a-9"))
+            .await
+            .unwrap_err();
+        assert!(!err.message.is_empty());
+        assert_eq!(smtp.messages().len(), 1, "{mode:?}: {err}");
+    }
+    // STARTTLS is required by this server: a plain-text client is refused.
+    let plain = Mailer::from_config(&NotifyConfig {
+        smtp_host: Some("localhost".into()),
+        smtp_port: starttls.port,
+        smtp_tls: SmtpTls::None,
+        smtp_from: Some("alerts@example.com".into()),
+        ..NotifyConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+    assert!(
+        plain
+            .send("ops@example.com", &raised_event("a-8"))
+            .await
+            .is_err()
+    );
+    assert_eq!(starttls.messages().len(), 1);
 }
