@@ -47,7 +47,7 @@ use crate::metrics_names::{
 use crate::model::{AlarmEvent, Target};
 use crate::raft::{Applied, ControlPlane};
 
-/// Most deliveries in progress at once on a node; the event loop waits beyond it.
+/// Most deliveries in progress at once on a node; further ones wait for a slot.
 const MAX_CONCURRENT: usize = 256;
 
 /// One failed attempt.
@@ -145,7 +145,7 @@ impl Watcher {
             tokio::select! {
                 // The next applied entry's event.
                 ev = events.recv() => match ev {
-                    Ok(Applied::Alarm(ev)) => self.dispatch(ev).await,
+                    Ok(Applied::Alarm(ev)) => self.dispatch(ev),
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         metrics::counter!(NOTIFY_LAGGED).increment(n);
@@ -162,7 +162,7 @@ impl Watcher {
     }
 
     /// Spawns one delivery per target, if this node owns the device.
-    async fn dispatch(&self, ev: AlarmEvent) {
+    fn dispatch(&self, ev: AlarmEvent) {
         let device = &ev.alarm.device;
         let shard = crate::shard::shard_of(device, self.shards);
         if self.control.shard_owner(shard).map(|(node, _)| node) != Some(self.node_id) {
@@ -170,9 +170,7 @@ impl Watcher {
         }
         let targets = self.targets(&ev);
         for target in targets {
-            let Ok(slot) = self.slots.clone().acquire_owned().await else {
-                return;
-            };
+            let slots = self.slots.clone();
             let senders = self.senders.clone();
             let ev = ev.clone();
             let span = tracing::info_span!(
@@ -183,8 +181,12 @@ impl Watcher {
             );
             tokio::spawn(
                 async move {
+                    // Waiting here, not in the event loop, keeps the loop from falling behind
+                    // the control plane while slow targets hold every slot.
+                    let Ok(_slot) = slots.acquire_owned().await else {
+                        return;
+                    };
                     deliver(&senders, &target, &ev).await;
-                    drop(slot);
                 }
                 .instrument(span),
             );
