@@ -24,6 +24,8 @@
 //! - [`cli`]: the `starling` command line (server commands and client commands over the SDK).
 //! - [`simulate`]: `starling simulate`, a device fleet publishing over MQTT (pure fleet model,
 //!   thin rumqttc shell).
+//! - [`notify`]: delivery of committed alarm transitions to rule targets (MQTT `alerts/…`,
+//!   webhook, email, SMS), from the node owning the device.
 //! - [`faults`]: fault-injection points for tests, off unless an environment variable sets them.
 //! - [`model`]: domain types shared by all layers; [`config`]: node configuration.
 
@@ -39,6 +41,7 @@ pub mod ingest;
 pub mod metrics_names;
 pub mod model;
 pub mod node;
+pub mod notify;
 pub mod raft;
 pub mod rules;
 pub mod shard;

@@ -37,3 +37,14 @@ pub const FORWARDED: &str = "starling_forwarded_messages_total";
 pub const FORWARD_BATCH: &str = "starling_forward_batch_items";
 /// Counter. Shards that moved to this node or away from it. Label `direction`: `gained` | `lost`.
 pub const SHARD_MOVES: &str = "starling_shard_moves_total";
+/// Counter. Alarm notifications delivered (2xx, SMTP accepted, PUBACK). Label `kind`:
+/// `webhook` | `email` | `sms` | `mqtt`.
+pub const NOTIFY_SENT: &str = "starling_notify_sent_total";
+/// Counter. Alarm notifications given up (permanent error or attempts exhausted). Label `kind`.
+pub const NOTIFY_FAILED: &str = "starling_notify_failed_total";
+/// Counter. Delivery attempts that failed and were retried. Label `kind`.
+pub const NOTIFY_RETRIED: &str = "starling_notify_retries_total";
+/// Counter. Notifications dropped because their target was over its rate limit. Label `kind`.
+pub const NOTIFY_RATE_LIMITED: &str = "starling_notify_rate_limited_total";
+/// Counter. Applied alarm events the notifier missed by falling behind (not delivered).
+pub const NOTIFY_LAGGED: &str = "starling_notify_lagged_events_total";

@@ -51,6 +51,8 @@ pub enum NodeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("ingest: {0}")]
     Ingest(String),
+    #[error("notify: {0}")]
+    Notify(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -240,6 +242,23 @@ pub async fn run(
             stop_rx.clone(),
         )));
     }
+    let notify = crate::notify::start(
+        crate::notify::NotifyOptions {
+            control: control.clone(),
+            node_id: config.node_id,
+            shards: config.shards,
+            config: config.notify.clone(),
+            mqtt: crate::notify::mqtt::PublisherConfig {
+                host: mqtt_cfg.host.clone(),
+                port: mqtt_cfg.port,
+                client_id: format!("{}-notify", config.mqtt_client_id),
+                credentials: config.mqtt_credentials.clone(),
+            },
+        },
+        stop_rx.clone(),
+    )
+    .map_err(|e| NodeError::Notify(e.to_string()))?;
+    background.extend(notify);
     let ingest = tokio::spawn(ingest::mqtt::run(mqtt_cfg, sink, stop_rx.clone()));
 
     tracing::info!(node = config.node_id, "node running");
@@ -376,6 +395,14 @@ pub async fn run_dev(args: crate::cli::DevArgs) -> Result<(), NodeError> {
     config.max_ts_age = args.max_ts_age.map(Into::into);
     if let Some(f) = filters {
         config.mqtt_filters = f;
+    }
+    if let Some(path) = &args.notify_config {
+        config.notify = crate::config::notify::load_file(path).map_err(|problem| {
+            NodeError::Config(crate::config::ConfigError {
+                field: "notify",
+                problem,
+            })
+        })?;
     }
     println!("Starling dev node {}", env!("CARGO_PKG_VERSION"));
     println!("  data dir       {}", data_dir.display());

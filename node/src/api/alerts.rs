@@ -12,7 +12,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::{Request, Response, Status};
 
 use super::{ApiError, ApiState, convert};
-use crate::model::AlarmStatus;
+use crate::model::{Alarm, AlarmStatus};
 use crate::raft::Applied;
 use crate::raft::command::{ControlCommand, ControlResponse, Rejection};
 
@@ -27,25 +27,15 @@ impl pb::alerts_server::Alerts for AlertsApi {
         req: Request<pb::ListAlarmsRequest>,
     ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
         let r = req.into_inner();
-        let tenant = convert::tenant(&r.tenant);
-        let status = match pb::AlarmStatus::try_from(r.status) {
-            Ok(pb::AlarmStatus::Active) => Some(AlarmStatus::Active),
-            Ok(pb::AlarmStatus::Cleared) => Some(AlarmStatus::Cleared),
-            Ok(pb::AlarmStatus::Unspecified) => None,
-            Err(_) => {
-                return Err(ApiError::from(convert::FieldError {
-                    field: "status".into(),
-                    problem: format!("unknown status {}", r.status),
-                })
-                .into());
-            }
+        let filter = AlarmFilter {
+            tenant: convert::tenant(&r.tenant),
+            device: r.device,
+            severity: r.severity,
+            status: status_filter(r.status)?,
+            acknowledged: r.acknowledged,
         };
         let mut alarms = self.0.control.alarms().map_err(ApiError::from)?;
-        alarms.retain(|a| {
-            a.device.tenant == tenant
-                && (r.device.is_empty() || a.device.device == r.device)
-                && status.is_none_or(|s| a.status == s)
-        });
+        alarms.retain(|a| filter.matches(a));
         alarms.sort_by(|a, b| (a.raised_at_ms, &a.id).cmp(&(b.raised_at_ms, &b.id)));
         Ok(Response::new(pb::ListAlarmsResponse {
             alarms: alarms.iter().map(convert::alarm_to_pb).collect(),
@@ -74,15 +64,18 @@ impl pb::alerts_server::Alerts for AlertsApi {
         req: Request<pb::WatchAlarmsRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let r = req.into_inner();
-        let tenant = convert::tenant(&r.tenant);
-        let device = r.device;
+        let filter = AlarmFilter {
+            tenant: convert::tenant(&r.tenant),
+            device: r.device,
+            severity: r.severity,
+            status: status_filter(r.status)?,
+            acknowledged: r.acknowledged,
+        };
         let events = BroadcastStream::new(self.0.control.subscribe()).filter_map(move |item| {
             match item {
-                Ok(Applied::Alarm(ev)) => {
-                    let wanted = ev.alarm.device.tenant == tenant
-                        && (device.is_empty() || ev.alarm.device.device == device);
-                    wanted.then(|| Ok(convert::alarm_event_to_pb(&ev)))
-                }
+                Ok(Applied::Alarm(ev)) => filter
+                    .matches(&ev.alarm)
+                    .then(|| Ok(convert::alarm_event_to_pb(&ev))),
                 Ok(_) => None,
                 // A watcher that falls behind is told so instead of silently missing events.
                 Err(BroadcastStreamRecvError::Lagged(n)) => Some(Err(Status::data_loss(format!(
@@ -91,5 +84,101 @@ impl pb::alerts_server::Alerts for AlertsApi {
             }
         });
         Ok(Response::new(Box::pin(events)))
+    }
+}
+
+/// The filters of `List` and `Watch`; an empty string or `None` matches everything.
+struct AlarmFilter {
+    tenant: String,
+    device: String,
+    severity: String,
+    status: Option<AlarmStatus>,
+    acknowledged: Option<bool>,
+}
+
+impl AlarmFilter {
+    fn matches(&self, a: &Alarm) -> bool {
+        a.device.tenant == self.tenant
+            && (self.device.is_empty() || a.device.device == self.device)
+            && (self.severity.is_empty() || a.severity == self.severity)
+            && self.status.is_none_or(|s| a.status == s)
+            && self.acknowledged.is_none_or(|ack| a.acknowledged == ack)
+    }
+}
+
+/// The `status` field of a request; an unknown number is INVALID_ARGUMENT naming the field.
+fn status_filter(status: i32) -> Result<Option<AlarmStatus>, Status> {
+    match pb::AlarmStatus::try_from(status) {
+        Ok(pb::AlarmStatus::Active) => Ok(Some(AlarmStatus::Active)),
+        Ok(pb::AlarmStatus::Cleared) => Ok(Some(AlarmStatus::Cleared)),
+        Ok(pb::AlarmStatus::Unspecified) => Ok(None),
+        Err(_) => Err(ApiError::from(convert::FieldError {
+            field: "status".into(),
+            problem: format!("unknown status {status}"),
+        })
+        .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DeviceKey, Value};
+
+    fn alarm(device: &str, severity: &str, status: AlarmStatus, acked: bool) -> Alarm {
+        Alarm {
+            id: "a-1".into(),
+            device: DeviceKey::new("t", device),
+            rule_id: "r".into(),
+            rule_version: 1,
+            severity: severity.into(),
+            status,
+            acknowledged: acked,
+            metric: "m".into(),
+            value: Value::Number(1.0),
+            raised_at_ms: 0,
+            cleared_at_ms: None,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn filter_table() {
+        let f = |device: &str, severity: &str, status, acknowledged| AlarmFilter {
+            tenant: "t".into(),
+            device: device.into(),
+            severity: severity.into(),
+            status,
+            acknowledged,
+        };
+        let a = alarm("d1", "major", AlarmStatus::Active, false);
+        let cases = [
+            (f("", "", None, None), true),
+            (f("d1", "", None, None), true),
+            (f("d2", "", None, None), false),
+            (f("", "major", None, None), true),
+            (f("", "minor", None, None), false),
+            (f("", "", Some(AlarmStatus::Active), None), true),
+            (f("", "", Some(AlarmStatus::Cleared), None), false),
+            (f("", "", None, Some(false)), true),
+            (f("", "", None, Some(true)), false),
+            (
+                f("d1", "major", Some(AlarmStatus::Active), Some(false)),
+                true,
+            ),
+            (
+                f("d1", "major", Some(AlarmStatus::Active), Some(true)),
+                false,
+            ),
+        ];
+        for (i, (filter, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(filter.matches(&a), expected, "case {i}");
+        }
+        let other_tenant = AlarmFilter {
+            tenant: "u".into(),
+            ..f("", "", None, None)
+        };
+        assert!(!other_tenant.matches(&a));
+        assert!(status_filter(99).is_err());
     }
 }

@@ -111,6 +111,10 @@ pub struct DevArgs {
     /// Address the gRPC and HTTP ports listen on.
     #[arg(long, default_value = "127.0.0.1", value_parser = parse_ip)]
     pub bind: String,
+    /// TOML file with a `[notify]` table (SMTP server, SMS webhook, retries, rate limits),
+    /// as in `starling serve`'s config; without it email and SMS targets are not configured.
+    #[arg(long, value_name = "FILE")]
+    pub notify_config: Option<PathBuf>,
 }
 
 /// Arguments of `starling serve`.
@@ -267,13 +271,17 @@ pub struct AlertsArgs {
     pub command: AlertsCommand,
 }
 
-/// Alarm states for `alerts list --status`.
+/// Alarm states for `alerts list|watch --status` (status × acknowledgement).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StatusFilter {
     /// Raised and not cleared.
     Active,
     /// Cleared.
     Cleared,
+    /// Not acknowledged yet (active or cleared).
+    Unacked,
+    /// Acknowledged (active or cleared).
+    Acked,
 }
 
 /// Alerts verbs.
@@ -287,6 +295,9 @@ pub enum AlertsCommand {
         /// Only alarms in this state.
         #[arg(long, value_enum)]
         status: Option<StatusFilter>,
+        /// Only alarms of this severity (as the rule names it, e.g. `major`).
+        #[arg(long)]
+        severity: Option<String>,
     },
     /// Acknowledge an alarm.
     Ack {
@@ -298,6 +309,12 @@ pub enum AlertsCommand {
         /// Only this device's alarms.
         #[arg(long)]
         device: Option<String>,
+        /// Only transitions leaving the alarm in this state.
+        #[arg(long, value_enum)]
+        status: Option<StatusFilter>,
+        /// Only alarms of this severity.
+        #[arg(long)]
+        severity: Option<String>,
     },
 }
 
@@ -441,6 +458,31 @@ mod tests {
             (&["alerts", "list", "--status", "open"], false),
             (&["alerts", "ack", "a1"], true),
             (&["alerts", "watch"], true),
+            (
+                &[
+                    "alerts",
+                    "list",
+                    "--severity",
+                    "major",
+                    "--status",
+                    "unacked",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "alerts",
+                    "watch",
+                    "--device",
+                    "d",
+                    "--severity",
+                    "minor",
+                    "--status",
+                    "acked",
+                ],
+                true,
+            ),
+            (&["alerts", "watch", "--status", "open"], false),
             (&["devices", "list", "--tenant", "acme"], true),
             (&["devices", "get", "d"], true),
             (&["cluster", "status", "--profile", "/p.toml"], true),

@@ -313,16 +313,18 @@ fn alarm_row(a: &proto::Alarm) -> Vec<String> {
 
 async fn alerts(ctx: &Ctx, command: &AlertsCommand) -> Outcome {
     match command {
-        AlertsCommand::List { device, status } => {
-            let status = match status {
-                None => proto::AlarmStatus::Unspecified,
-                Some(StatusFilter::Active) => proto::AlarmStatus::Active,
-                Some(StatusFilter::Cleared) => proto::AlarmStatus::Cleared,
-            };
+        AlertsCommand::List {
+            device,
+            status,
+            severity,
+        } => {
+            let (status, acknowledged) = status_filter(*status);
             let request = ListAlarmsRequest {
                 tenant: ctx.tenant.clone(),
                 device: device.clone().unwrap_or_default(),
                 status: status as i32,
+                severity: severity.clone().unwrap_or_default(),
+                acknowledged,
             };
             let alarms = ctx.client.list_alarms(request).await?;
             ctx.print(&alarms, output::alarm_json, ALARM_HEADERS, alarm_row)
@@ -331,10 +333,18 @@ async fn alerts(ctx: &Ctx, command: &AlertsCommand) -> Outcome {
             let alarm = ctx.client.ack_alarm(id).await?;
             ctx.print(&[alarm], output::alarm_json, ALARM_HEADERS, alarm_row)
         }
-        AlertsCommand::Watch { device } => {
+        AlertsCommand::Watch {
+            device,
+            status,
+            severity,
+        } => {
+            let (status, acknowledged) = status_filter(*status);
             let request = WatchAlarmsRequest {
                 tenant: ctx.tenant.clone(),
                 device: device.clone().unwrap_or_default(),
+                severity: severity.clone().unwrap_or_default(),
+                status: status as i32,
+                acknowledged,
             };
             let mut events = ctx.client.watch_alarms(request).await?;
             if ctx.format == Format::Table {
@@ -353,6 +363,17 @@ async fn alerts(ctx: &Ctx, command: &AlertsCommand) -> Outcome {
                 }
             }
         }
+    }
+}
+
+/// `--status` as the request's (status, acknowledged) filters.
+fn status_filter(status: Option<StatusFilter>) -> (proto::AlarmStatus, Option<bool>) {
+    match status {
+        None => (proto::AlarmStatus::Unspecified, None),
+        Some(StatusFilter::Active) => (proto::AlarmStatus::Active, None),
+        Some(StatusFilter::Cleared) => (proto::AlarmStatus::Cleared, None),
+        Some(StatusFilter::Unacked) => (proto::AlarmStatus::Unspecified, Some(false)),
+        Some(StatusFilter::Acked) => (proto::AlarmStatus::Unspecified, Some(true)),
     }
 }
 

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod duration;
+pub mod notify;
 pub mod serve;
 mod serve_env;
 #[cfg(test)]
@@ -62,6 +63,8 @@ pub struct NodeConfig {
     pub tls_ca: PathBuf,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// Delivery of alarm transitions to rule targets (`[notify]`).
+    pub notify: notify::NotifyConfig,
 }
 
 impl NodeConfig {
@@ -86,6 +89,7 @@ impl NodeConfig {
             tls_ca: certs.join("ca.pem"),
             tls_cert: certs.join("server.pem"),
             tls_key: certs.join("server.key"),
+            notify: notify::NotifyConfig::default(),
             data_dir,
         }
     }
@@ -120,7 +124,10 @@ impl NodeConfig {
         if self.mqtt_filters.is_empty() {
             return bad("mqtt_filters", "must name at least one filter");
         }
-        Ok(())
+        self.notify.validate().map_err(|e| ConfigError {
+            field: e.field,
+            problem: e.problem,
+        })
     }
 }
 

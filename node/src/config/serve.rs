@@ -92,6 +92,9 @@ pub struct ServeConfig {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// Delivery of alarm transitions to rule targets (see `config/notify.rs`).
+    #[serde(default)]
+    pub notify: super::notify::NotifyConfig,
 }
 
 /// `[listen]`: the sockets the node binds (IP:port; `0.0.0.0` or `[::]` for every interface).
@@ -424,6 +427,7 @@ impl ServeConfig {
         node.tls_ca = self.client_ca().to_owned();
         node.tls_cert = self.tls.cert.clone();
         node.tls_key = self.tls.key.clone();
+        node.notify = self.notify.clone();
         node
     }
 
@@ -438,6 +442,14 @@ impl ServeConfig {
         effective.mqtt.client_id = Some(self.mqtt_client_id());
         if effective.mqtt.password.is_some() {
             effective.mqtt.password = Some(REDACTED.to_owned());
+        }
+        for secret in [
+            &mut effective.notify.smtp_password,
+            &mut effective.notify.sms_token,
+        ] {
+            if secret.is_some() {
+                *secret = Some(REDACTED.to_owned());
+            }
         }
         // Strings (paths too: they were read from UTF-8 text), numbers, booleans, arrays and
         // tables with string keys, values before sections: nothing TOML cannot express.

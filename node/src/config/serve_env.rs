@@ -65,6 +65,21 @@ pub(super) const KEYS: &[(&str, Kind)] = &[
     ("ingest.idle_timeout", Kind::Str),
     ("ingest.auto_provision", Kind::Bool),
     ("log.filter", Kind::Str),
+    ("notify.retry_attempts", Kind::Int),
+    ("notify.retry_min_delay", Kind::Str),
+    ("notify.retry_max_delay", Kind::Str),
+    ("notify.attempt_timeout", Kind::Str),
+    ("notify.rate_per_minute", Kind::Int),
+    ("notify.rate_burst", Kind::Int),
+    ("notify.smtp_host", Kind::Str),
+    ("notify.smtp_port", Kind::Int),
+    ("notify.smtp_tls", Kind::Str),
+    ("notify.smtp_from", Kind::Str),
+    ("notify.smtp_username", Kind::Str),
+    ("notify.smtp_password", Kind::Str),
+    ("notify.smtp_ca", Kind::Str),
+    ("notify.sms_url", Kind::Str),
+    ("notify.sms_token", Kind::Str),
 ];
 
 /// One variable's override: the key it sets, the variable, the value.

@@ -68,6 +68,7 @@ fn the_example_states_the_code_defaults() {
     assert_eq!(c.mqtt, Mqtt::default());
     assert_eq!(c.ingest, Ingest::default());
     assert_eq!(c.log, Log::default());
+    assert_eq!(c.notify, crate::config::notify::NotifyConfig::default());
     assert_eq!(c.tls.client_ca, None);
 }
 
@@ -300,6 +301,13 @@ fn env_keys_cover_the_schema() {
     c.mqtt.password = Some("p".into());
     c.ingest.max_ts_age = Some(Duration::from_secs(1));
     c.log.filter = Some("info".into());
+    c.notify.smtp_host = Some("mail".into());
+    c.notify.smtp_from = Some("a@b.c".into());
+    c.notify.smtp_username = Some("u".into());
+    c.notify.smtp_password = Some("p".into());
+    c.notify.smtp_ca = Some("ca.pem".into());
+    c.notify.sms_url = Some("https://sms/send".into());
+    c.notify.sms_token = Some("t".into());
     let table: toml::Table = toml::from_str(&c.to_toml()).expect("to_toml parses");
     fn leaves(prefix: &str, t: &toml::Table, out: &mut BTreeSet<String>) {
         for (k, v) in t {

@@ -35,7 +35,13 @@ impl ServeConfig {
         self.check_timing()?;
         self.check_mqtt()?;
         self.check_ingest()?;
-        self.check_log()
+        self.check_log()?;
+        self.notify
+            .validate()
+            .map_err(|e| ServeConfigError::Invalid {
+                field: e.field,
+                message: e.to_string(),
+            })
     }
 
     fn check_identity(&self) -> Checked {
