@@ -46,7 +46,7 @@ fn the_example_passes_and_prints_the_effective_config() {
         printed["tls"]["client_ca"].as_str(),
         Some("/etc/starling/tls/ca.pem")
     );
-    assert_eq!(printed["cluster"]["lease"].as_str(), Some("1000ms"));
+    assert_eq!(printed["cluster"]["lease"].as_str(), Some("1s"));
 
     // The printed configuration is itself a valid configuration that prints the same.
     let effective = dir.path().join("effective.toml");
@@ -90,7 +90,7 @@ fn a_bad_config_exits_2_naming_the_problem() {
             "lease",
             EXAMPLE.replace("heartbeat = \"200ms\"", "heartbeat = \"600ms\""),
             &[],
-            &["cluster.lease (1000ms)", "cluster.heartbeat"],
+            &["cluster.lease (1s)", "cluster.heartbeat"],
         ),
         (
             "advertise",

@@ -83,7 +83,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!((k.shards, k.max_voters), (4096, 3));
     assert_eq!(
         (k.heartbeat, k.lease, k.failure_timeout, k.drift_margin),
-        (ms(250), ms(1500), ms(2500), ms(250))
+        (ms(200), ms(1000), ms(1500), ms(200))
     );
     let m = &c.mqtt;
     assert_eq!(m.broker, "127.0.0.1:1883");
@@ -180,8 +180,8 @@ fn environment_overrides_win_over_the_file() {
         (&[("STARLING_MQTT__CONNECTIONS", " 4 ")], |c| {
             c.mqtt.connections == 4
         }),
-        (&[("STARLING_CLUSTER__LEASE", "2s")], |c| {
-            c.cluster.lease == Duration::from_secs(2)
+        (&[("STARLING_CLUSTER__LEASE", "1200ms")], |c| {
+            c.cluster.lease == Duration::from_millis(1200)
         }),
         (&[("STARLING_CLUSTER__JOIN", "a:7700, b:7700,")], |c| {
             c.cluster.join == ["a:7700", "b:7700"]
@@ -358,7 +358,7 @@ fn to_toml_prints_the_effective_config_and_reloads() {
     for needle in [
         "client_id = \"starling-node-2\"",
         "client_ca = \"ca.pem\"",
-        "lease = \"1000ms\"",
+        "lease = \"1s\"",
         "max_ts_future = \"1d\"",
         "idle_timeout = \"5m\"",
         "password = \"<redacted>\"",

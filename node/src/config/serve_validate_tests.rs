@@ -99,17 +99,17 @@ fn each_rule_rejects_naming_the_field() {
         (
             |c| c.cluster.heartbeat = Duration::from_millis(400),
             "cluster.lease",
-            "cluster.lease (1000ms) must be at least 3 × cluster.heartbeat (3 × 400ms = 1200ms)",
+            "cluster.lease (1s) must be at least 3 × cluster.heartbeat (3 × 400ms = 1200ms)",
         ),
         (
             |c| c.cluster.failure_timeout = Duration::from_millis(1200),
             "cluster.failure_timeout",
-            "cluster.failure_timeout (1200ms) must exceed cluster.lease + cluster.drift_margin (1000ms + 200ms = 1200ms)",
+            "cluster.failure_timeout (1200ms) must exceed cluster.lease + cluster.drift_margin (1s + 200ms = 1200ms)",
         ),
         (
             |c| c.cluster.drift_margin = Duration::from_secs(1),
             "cluster.failure_timeout",
-            "1000ms + 1s = 2s",
+            "1s + 1s = 2s",
         ),
         (
             |c| c.mqtt.broker = "broker".into(),

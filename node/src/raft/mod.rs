@@ -7,7 +7,8 @@
 //! - [`state_machine`]: the state on redb (`DIR/sm.redb`), one transaction per applied batch,
 //!   caches of rules and shard map, snapshots, [`Applied`] events after commit;
 //!   [`tables`]: its redb tables and reads.
-//! - [`log_store`]: the Raft log and vote on redb (`DIR/log.redb`), fsync before acknowledging.
+//! - [`log_store`]: the Raft log and vote in an append-only journal (`DIR/raft.journal`),
+//!   group-committed with one fdatasync before acknowledging.
 //! - [`network`]: the peer transport (openraft RPCs over peer gRPC with mTLS).
 //! - [`ops`]: membership changes, writes forwarded to the leader, cluster reads.
 //! - [`types`]: openraft type configuration; [`error`]: [`ControlError`].
@@ -209,7 +210,20 @@ impl ControlPlane {
             source,
         })?;
         let (alive, released) = mpsc::channel(1);
-        let log = LogStore::open(Database::create(dir.join("log.redb"))?, alive.clone())?;
+        if dir.join("log.redb").exists() && !dir.join(log_store::JOURNAL).exists() {
+            return Err(ControlError::Config {
+                reason: format!(
+                    "{} holds a Raft log in the format of Starling before the journal \
+                     (log.redb); it cannot be migrated: start this node with an empty data \
+                     directory and let it join the cluster",
+                    dir.display()
+                ),
+            });
+        }
+        let log = LogStore::open(&dir, alive.clone()).map_err(|source| ControlError::Io {
+            path: dir.join(log_store::JOURNAL),
+            source,
+        })?;
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         let sm = StateMachineStore::open(
             Database::create(dir.join("sm.redb"))?,

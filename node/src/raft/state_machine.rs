@@ -214,12 +214,12 @@ struct SnapshotData {
     rule_history: Vec<Rule>,
 }
 
-/// The state machine store. Openraft owns one; its snapshot builders are clones.
-#[derive(Clone)]
 /// The longest time between two durable state-machine commits (bounds the replay after a
 /// crash).
 pub const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The state machine store. Openraft owns one; its snapshot builders are clones.
+#[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<Database>,
     /// When the last durable apply commit started.

@@ -287,9 +287,8 @@ async fn snapshot_and_purge_survive_restart() {
     // The purged entries are gone from the file.
     {
         let (alive, _released) = tokio::sync::mpsc::channel(1);
-        let db = redb::Database::open(dir.path().join("log.redb")).expect("open log");
-        let log = LogStore::open(db, alive).expect("log store");
-        let first = log.first_index().expect("read");
+        let log = LogStore::open(dir.path(), alive).expect("log store");
+        let first = log.first_index();
         assert!(first.is_none_or(|f| f > applied), "first entry {first:?}");
     }
 
@@ -352,10 +351,8 @@ impl StoreBuilder<types::TypeConfig, LogStore, StateMachineStore, TempDir> for B
             let dir = TempDir::new().map_err(|e| types::StoreError::Db(e.into()))?;
             let (alive, _) = tokio::sync::mpsc::channel(1);
             let (events, _) = broadcast::channel(16);
-            let log = LogStore::open(
-                Database::create(dir.path().join("log.redb"))?,
-                alive.clone(),
-            )?;
+            let log = LogStore::open(dir.path(), alive.clone())
+                .map_err(|e| types::StoreError::Db(redb::StorageError::from(e).into()))?;
             let sm = StateMachineStore::open(
                 Database::create(dir.path().join("sm.redb"))?,
                 events,

@@ -75,9 +75,7 @@ redb_errors!(
 /// Which storage operation failed, so the openraft error names it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Op {
-    ReadLogs,
     WriteLogs,
-    ReadVote,
     WriteVote,
     ReadStateMachine,
     WriteStateMachine,
@@ -90,9 +88,7 @@ pub(crate) enum Op {
 pub(crate) fn storage_err(op: Op, e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     let e = AnyError::new(&e);
     let io = match op {
-        Op::ReadLogs => StorageIOError::read_logs(e),
         Op::WriteLogs => StorageIOError::write_logs(e),
-        Op::ReadVote => StorageIOError::read_vote(e),
         Op::WriteVote => StorageIOError::write_vote(e),
         Op::ReadStateMachine => StorageIOError::read_state_machine(e),
         Op::WriteStateMachine => StorageIOError::write_state_machine(e),
