@@ -48,6 +48,7 @@ impl DeviceError {
             DeviceError::Store(StorageError::Engine(_)) => true,
             DeviceError::Store(StorageError::Closed) => false,
             DeviceError::Store(StorageError::Invalid { .. }) => false,
+            DeviceError::Store(StorageError::StaleEpoch { .. }) => false,
             DeviceError::Unavailable(_) | DeviceError::Alarm(_) => true,
         }
     }
