@@ -307,5 +307,7 @@ fn decode_token(token: &str) -> Result<TimestampMs, StorageError> {
         })
 }
 
+pub mod merge;
+
 #[cfg(test)]
 mod tests;
