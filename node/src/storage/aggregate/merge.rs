@@ -122,10 +122,12 @@ mod tests {
         RollupPage { buckets, more }
     }
 
+    /// (pages, kept starts, shared starts, cut)
+    type Case = (Vec<RollupPage>, Vec<i64>, Vec<i64>, Option<i64>);
+
     #[test]
     fn plans() {
-        // (pages, kept starts, shared starts, cut)
-        let cases: Vec<(Vec<RollupPage>, Vec<i64>, Vec<i64>, Option<i64>)> = vec![
+        let cases: Vec<Case> = vec![
             (vec![], vec![], vec![], None),
             (
                 vec![page(vec![b(0, 1), b(60, 2)], false)],
