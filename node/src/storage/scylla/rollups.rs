@@ -14,7 +14,8 @@
 //!   touched hour bucket is re-read from its minute buckets and upserted. A redelivered point
 //!   is thus counted once whatever the history. Recomputations of one device are serialised
 //!   in this process (a per-device lock), so the last one sees every earlier write; across
-//!   processes the shard's single owner is the only writer.
+//!   processes the shard's single owner is the only writer. If a recomputation fails, the
+//!   write fails (its points are stored); the caller's retry recomputes the same buckets.
 //! - **Retention**: range deletes per (device, metric) of raw day partitions and rollup
 //!   slots older than the policy's cutoff (the table TTL of `points` also applies).
 
