@@ -12,12 +12,12 @@ use crate::proto::devices_client::DevicesClient;
 use crate::proto::rules_client::RulesClient;
 use crate::proto::telemetry_client::TelemetryClient;
 use crate::proto::{
-    AckAlarmRequest, Alarm, AlarmEvent, ApplyRuleRequest, ClusterMembersRequest,
-    ClusterMembersResponse, ClusterShardsRequest, ClusterShardsResponse, ClusterStatus,
-    ClusterStatusRequest, DeleteRuleRequest, Device, GetDeviceRequest, GetRuleRequest,
-    LatestRequest, ListAlarmsRequest, ListDevicesRequest, ListRulesRequest, Point, PublishRequest,
-    PublishResponse, QueryRequest, QueryResponse, RemoveMemberRequest, Rule, Sample,
-    WatchAlarmsRequest,
+    AckAlarmRequest, AggregateRequest, AggregateResponse, AggregateRow, Alarm, AlarmEvent,
+    ApplyRuleRequest, ClusterMembersRequest, ClusterMembersResponse, ClusterShardsRequest,
+    ClusterShardsResponse, ClusterStatus, ClusterStatusRequest, DeleteRuleRequest, Device,
+    GetDeviceRequest, GetRuleRequest, LatestRequest, ListAlarmsRequest, ListDevicesRequest,
+    ListRulesRequest, Point, PublishRequest, PublishResponse, QueryRequest, QueryResponse,
+    RemoveMemberRequest, Rule, Sample, WatchAlarmsRequest,
 };
 use crate::{Client, Error};
 
@@ -68,6 +68,38 @@ impl Client {
             points.extend(page.points);
             if page.next_page_token.is_empty() || page.next_page_token == request.page_token {
                 return Ok(points);
+            }
+            request.page_token = page.next_page_token;
+        }
+    }
+
+    /// One page of an aggregate (function of one metric over intervals; see
+    /// `AggregateRequest` for how the server picks raw points or 1m/1h rollups).
+    pub async fn aggregate(&self, request: AggregateRequest) -> Result<AggregateResponse, Error> {
+        self.call(|ch| {
+            let request = request.clone();
+            async move {
+                Ok(TelemetryClient::new(ch)
+                    .aggregate(request)
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Every interval of an aggregate, following page tokens from `request.page_token`
+    /// (there is no cap on the number of intervals: mind the range and interval).
+    pub async fn aggregate_all(
+        &self,
+        mut request: AggregateRequest,
+    ) -> Result<Vec<AggregateRow>, Error> {
+        let mut rows = Vec::new();
+        loop {
+            let page = self.aggregate(request.clone()).await?;
+            rows.extend(page.rows);
+            if page.next_page_token.is_empty() || page.next_page_token == request.page_token {
+                return Ok(rows);
             }
             request.page_token = page.next_page_token;
         }

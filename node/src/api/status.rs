@@ -59,6 +59,7 @@ fn storage_status(s: &StorageError) -> Status {
     match s {
         StorageError::Invalid { .. } => Status::invalid_argument(s.to_string()),
         StorageError::Closed => Status::unavailable(s.to_string()),
+        StorageError::StaleEpoch { .. } => Status::failed_precondition(s.to_string()),
         StorageError::Engine(_) => Status::unavailable(s.to_string()),
     }
 }

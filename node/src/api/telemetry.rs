@@ -1,5 +1,5 @@
 //! `starling.v1.Telemetry`: publish (answers only after points are durable), range query
-//! with paging, latest values.
+//! with paging, latest values, aggregates (paged by interval, any number of intervals).
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use super::{ApiError, ApiState, convert, now_ms, page_size};
 use crate::storage::RangeQuery;
+use crate::storage::aggregate::{AggregateQuery, Function};
 
 pub struct TelemetryApi(pub(super) Arc<ApiState>);
 
@@ -103,6 +104,40 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
         Ok(Response::new(pb::LatestResponse {
             points: routed.value.iter().map(convert::point_to_pb).collect(),
             partial: routed.partial,
+        }))
+    }
+
+    async fn aggregate(
+        &self,
+        req: Request<pb::AggregateRequest>,
+    ) -> Result<Response<pb::AggregateResponse>, Status> {
+        let r = req.into_inner();
+        let device = convert::device_key(&r.tenant, &r.device).map_err(ApiError::from)?;
+        let q = AggregateQuery {
+            device,
+            metric: r.metric,
+            function: Function::parse(&r.function).map_err(ApiError::from)?,
+            interval_ms: r.interval_ms,
+            from_ms: r.from_ms,
+            to_ms: if r.to_ms == 0 { i64::MAX } else { r.to_ms },
+            limit: page_size(r.page_size),
+            page_token: (!r.page_token.is_empty()).then_some(r.page_token),
+        };
+        let routed = self.0.reads.aggregate(q).await.map_err(ApiError::from)?;
+        let page = routed.value;
+        Ok(Response::new(pb::AggregateResponse {
+            rows: page
+                .rows
+                .iter()
+                .map(|row| pb::AggregateRow {
+                    start_ms: row.start_ms,
+                    value: row.value,
+                    count: row.count,
+                })
+                .collect(),
+            next_page_token: page.next.unwrap_or_default(),
+            partial: routed.partial,
+            source: page.source.map_or("raw", |res| res.as_str()).to_owned(),
         }))
     }
 }

@@ -196,6 +196,31 @@ pub enum TelemetryCommand {
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
     },
+    /// One function of one metric over intervals, e.g. `--function avg --interval 1m`.
+    /// The server answers from 1h rollups, 1m rollups or raw points (printed as `source`).
+    Aggregate {
+        /// Device id.
+        #[arg(long)]
+        device: String,
+        /// The metric.
+        #[arg(long)]
+        metric: String,
+        /// min | max | avg | sum | count | last.
+        #[arg(long, default_value = "avg")]
+        function: String,
+        /// Interval width: `30s`, `1m`, `15m`, `1h`, `1d`, `250ms`…
+        #[arg(long, default_value = "1m")]
+        interval: String,
+        /// Inclusive start, same forms as `query --from`. Default: 0.
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
+        from: Option<String>,
+        /// Exclusive end, same forms as `query --from`. Default: now.
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
+        to: Option<String>,
+        /// Print at most N intervals.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
     /// The newest point of each metric of one device.
     Latest {
         /// Device id.

@@ -172,6 +172,56 @@ async fn telemetry(ctx: &Ctx, command: &TelemetryCommand) -> Outcome {
             };
             ctx.print(&points, output::point_json, POINT_HEADERS, point_row)
         }
+        TelemetryCommand::Aggregate {
+            device,
+            metric,
+            function,
+            interval,
+            from,
+            to,
+            limit,
+        } => {
+            let interval = humantime::parse_duration(interval.trim()).map_err(|e| {
+                anyhow!("invalid --interval {interval:?}: {e}; use e.g. 30s, 1m, 1h, 1d")
+            })?;
+            let mut request = proto::AggregateRequest {
+                tenant: ctx.tenant.clone(),
+                device: device.clone(),
+                metric: metric.clone(),
+                function: function.clone(),
+                interval_ms: i64::try_from(interval.as_millis()).unwrap_or(i64::MAX),
+                from_ms: time_arg("from", from.as_ref(), 0)?,
+                to_ms: time_arg("to", to.as_ref(), now_ms())?,
+                page_size: limit.map_or(0, |l| l.clamp(1, MAX_PAGE)),
+                page_token: String::new(),
+            };
+            let mut rows = Vec::new();
+            let source = loop {
+                let page = ctx.client.aggregate(request.clone()).await?;
+                rows.extend(page.rows);
+                let full = limit.is_some_and(|l| rows.len() >= l as usize);
+                if full || page.next_page_token.is_empty() {
+                    break page.source;
+                }
+                request.page_token = page.next_page_token;
+            };
+            if let Some(limit) = limit {
+                rows.truncate(*limit as usize);
+            }
+            let json = |r: &proto::AggregateRow| {
+                serde_json::json!({"start": format_ms(r.start_ms), "start_ms": r.start_ms,
+                    "value": r.value, "count": r.count, "source": source})
+            };
+            let row = |r: &proto::AggregateRow| {
+                vec![
+                    format_ms(r.start_ms),
+                    r.value.to_string(),
+                    r.count.to_string(),
+                    source.clone(),
+                ]
+            };
+            ctx.print(&rows, json, &["START", "VALUE", "COUNT", "SOURCE"], row)
+        }
         TelemetryCommand::Latest { device } => {
             let points = ctx.client.latest(&ctx.tenant, device).await?;
             ctx.print(&points, output::point_json, POINT_HEADERS, point_row)

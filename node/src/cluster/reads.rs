@@ -18,13 +18,15 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Cluster;
 use super::service::LocalRead;
 use crate::model::{DeviceKey, Point};
 use crate::shard;
+use crate::storage::aggregate::{self, AggregatePage, AggregateQuery, Source, StoreSource};
 use crate::storage::embedded::page_token_after;
-use crate::storage::{Page, RangeQuery, StorageError, TelemetryStore};
+use crate::storage::{Page, RangeQuery, RollupPage, RollupQuery, StorageError, TelemetryStore};
 use starling_proto::peer as pb;
 
 /// A routed read's answer: the data, and whether a holder was missing.
@@ -143,6 +145,76 @@ impl Reads {
             value: newest_per_metric(all),
             partial,
         })
+    }
+}
+
+/// Aggregates (DESIGN.md §6): with other holders, raw reads are the routed, deduplicated
+/// range reads, and rollups are every holder's buckets merged by
+/// `storage::aggregate::merge` (a bucket held by two holders is recomputed from the
+/// deduplicated raw points, so a point redelivered after an ownership change counts once).
+impl Reads {
+    /// One page of an aggregate over every holder of the device's history.
+    pub async fn aggregate(
+        &self,
+        q: AggregateQuery,
+    ) -> Result<Routed<AggregatePage>, StorageError> {
+        let others = self.other_holders(&q.device);
+        if others.is_empty() {
+            let value = aggregate::run(&StoreSource(self.store.as_ref()), &q).await?;
+            return Ok(Routed {
+                value,
+                partial: false,
+            });
+        }
+        let source = RoutedSource {
+            reads: self,
+            others,
+            partial: AtomicBool::new(false),
+        };
+        let value = aggregate::run(&source, &q).await?;
+        Ok(Routed {
+            value,
+            partial: source.partial.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Every holder of one device, as an aggregate's [`Source`].
+struct RoutedSource<'a> {
+    reads: &'a Reads,
+    others: BTreeSet<u64>,
+    /// Set when any read missed a holder.
+    partial: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Source for RoutedSource<'_> {
+    async fn raw(&self, query: RangeQuery) -> Result<Page, StorageError> {
+        let routed = self.reads.query(query).await?;
+        if routed.partial {
+            self.partial.store(true, Ordering::Relaxed);
+        }
+        Ok(routed.value)
+    }
+
+    async fn rollups(&self, query: RollupQuery) -> Result<RollupPage, StorageError> {
+        let read = LocalRead::Rollups(query.clone());
+        let remote = futures::future::join_all(self.others.iter().map(|n| {
+            let read = &read;
+            async move { (*n, self.reads.remote::<RollupPage>(*n, read).await) }
+        }));
+        let (local, remote) = tokio::join!(self.reads.store.rollups(query.clone()), remote);
+        let mut pages = vec![local?];
+        for (node, page) in remote {
+            match page {
+                Ok(p) => pages.push(p),
+                Err(e) => {
+                    tracing::warn!(node, error = %e, "history holder unreachable: partial read");
+                    self.partial.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        aggregate::merge::rollups(pages, &query, self).await
     }
 }
 

@@ -15,13 +15,15 @@ use crate::device::DeviceRouter;
 use crate::model::{DeviceKey, Sample};
 use crate::raft::ops::now_ms;
 use crate::raft::{ControlCommand, ControlError, NodeState};
-use crate::storage::{RangeQuery, TelemetryStore};
+use crate::storage::{RangeQuery, RollupQuery, TelemetryStore};
 
 /// A read of a node's local store, as `Data.LocalRead` carries it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum LocalRead {
     Range(RangeQuery),
     Latest(DeviceKey),
+    /// Rollup buckets (for routed aggregates).
+    Rollups(RollupQuery),
 }
 
 /// `starling.peer.v1.Control`.
@@ -205,6 +207,7 @@ impl pb::data_server::Data for DataService {
         let encoded = match read {
             LocalRead::Range(q) => self.store.query(q).await.map(|p| serde_json::to_vec(&p)),
             LocalRead::Latest(d) => self.store.latest(&d).await.map(|p| serde_json::to_vec(&p)),
+            LocalRead::Rollups(q) => self.store.rollups(q).await.map(|p| serde_json::to_vec(&p)),
         };
         let bytes = encoded
             .map_err(|e| Status::unavailable(e.to_string()))?

@@ -44,7 +44,7 @@ use crate::model::{DeviceKey, Point, Sample, TimestampMs, Transition};
 use crate::raft::ControlPlane;
 use crate::raft::command::{ControlCommand, ControlResponse};
 use crate::shard;
-use crate::storage::TelemetryStore;
+use crate::storage::{Fence, TelemetryStore};
 
 /// Messages a device actor handles.
 pub enum DeviceMsg {
@@ -282,8 +282,14 @@ async fn execute(
     let stored = if points.is_empty() {
         Ok(())
     } else {
+        // Fenced by (shard, epoch): a store that has seen a newer owner's epoch refuses the
+        // write (rollups are maintained by the store in the same write).
+        let fence = Fence {
+            shard: shard::shard_of(&args.key, args.settings.shards),
+            epoch: args.epoch,
+        };
         args.store
-            .write(points)
+            .write_fenced(Some(fence), points)
             .instrument(tracing::info_span!("store.write", points = n))
             .await
     };

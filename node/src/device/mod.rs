@@ -48,6 +48,8 @@ impl DeviceError {
             DeviceError::Store(StorageError::Engine(_)) => true,
             DeviceError::Store(StorageError::Closed) => false,
             DeviceError::Store(StorageError::Invalid { .. }) => false,
+            // The shard moved: a retry is routed to its new owner.
+            DeviceError::Store(StorageError::StaleEpoch { .. }) => true,
             DeviceError::Unavailable(_) | DeviceError::Alarm(_) => true,
         }
     }

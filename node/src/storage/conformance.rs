@@ -1,5 +1,6 @@
 //! The conformance suite of [`TelemetryStore`]: what every backend must do, checked the same
-//! way for all of them (embedded now, Scylla later).
+//! way for all of them (embedded and Scylla). Fencing, rollups, aggregates and retention
+//! are in `extra.rs`.
 //!
 //! Each check is a public async function that takes a fresh, empty store and panics with a
 //! message naming the broken rule. [`crate::telemetry_store_conformance!`] turns the whole
@@ -9,8 +10,15 @@
 //! `Invalid`). Not here: backend-specific promises (survival of a reopen, crash recovery),
 //! which are tested next to the backend; and timing, which is never asserted.
 
+mod extra;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+pub use self::extra::{
+    aggregate_rollups_match_raw, epoch_fencing, retention_sweep, rollup_range_edges,
+    rollups_count_each_point_once,
+};
 
 use crate::model::{DeviceInfo, DeviceKey, Point, TimestampMs, Value};
 use crate::storage::{Page, RangeQuery, StorageError, TelemetryStore};
@@ -48,6 +56,11 @@ macro_rules! telemetry_store_conformance {
             concurrent_writers,
             every_value_kind_round_trips,
             closed_store_refuses_writes,
+            epoch_fencing,
+            rollups_count_each_point_once,
+            rollup_range_edges,
+            aggregate_rollups_match_raw,
+            retention_sweep,
         );
     };
     (@checks required $make:expr; $($check:ident),+ $(,)?) => {

@@ -1,6 +1,6 @@
 //! The embedded telemetry store: durable, single-machine, on redb.
 //!
-//! One file, `DIR/telemetry.redb`, with three tables (keys are redb tuples, so they sort
+//! One file, `DIR/telemetry.redb`, with five tables (keys are redb tuples, so they sort
 //! field by field: strings by bytes, timestamps numerically):
 //! - `points_v1`: (tenant, device, metric, ts_ms) → value (encoded by `codec`). One entry per
 //!   point identity, so rewriting a point overwrites it: writes are idempotent.
@@ -8,13 +8,19 @@
 //!   (on equal ts, the last written). Also the list of a device's metrics.
 //! - `devices_v1`: (tenant, device) → (first_seen_ms, last_seen_ms), the min and max *point*
 //!   timestamps ever stored for the device (event time, not receive time).
+//! - `rollups_v1`: 1-minute and 1-hour buckets, maintained in the write transaction (see
+//!   `rollups`: a point counts only when its raw insert was new, so rollups are idempotent).
+//! - `fences_v1`: shard → the greatest epoch a fenced write carried; an older epoch is refused.
 //!
 //! Writes go through the group-commit thread of `writer`; a write returns `Ok` only after
 //! its transaction committed with fsync. Reads run on tokio's blocking pool, each in its own
 //! read transaction, and never wait for the writer.
 //!
-//! Not here: retention, rollups and cross-node merging of history (callers and later issues).
+//! Retention: `sweep` deletes old raw points and buckets in its own write transaction.
+//! Not here: cross-node merging of history (`cluster/reads.rs`).
 
+mod rollups;
+mod sweep;
 mod writer;
 
 use std::ops::Bound;
@@ -44,7 +50,8 @@ pub fn page_token_after(metric: &str, ts_ms: crate::model::TimestampMs) -> Strin
         },
     )
 }
-use super::{Page, RangeQuery, StorageError, TelemetryStore};
+use super::rollup::{RollupPage, RollupQuery};
+use super::{Fence, Page, RangeQuery, RetentionPolicy, StorageError, TelemetryStore};
 use crate::model::{DeviceInfo, DeviceKey, Point, TimestampMs};
 
 /// File name of the database inside the store directory.
@@ -56,6 +63,7 @@ const LATEST: TableDefinition<(&str, &str, &str), (TimestampMs, &[u8])> =
     TableDefinition::new("latest_v1");
 const DEVICES: TableDefinition<(&str, &str), (TimestampMs, TimestampMs)> =
     TableDefinition::new("devices_v1");
+const FENCES: TableDefinition<u32, u64> = TableDefinition::new("fences_v1");
 
 /// Queued write requests (not points) before `write` callers wait to queue: backpressure for
 /// when the disk is slower than ingest.
@@ -107,6 +115,8 @@ impl EmbeddedStore {
         txn.open_table(POINTS).map_err(engine)?;
         txn.open_table(LATEST).map_err(engine)?;
         txn.open_table(DEVICES).map_err(engine)?;
+        txn.open_table(FENCES).map_err(engine)?;
+        txn.open_table(rollups::ROLLUPS).map_err(engine)?;
         txn.commit().map_err(engine)?;
 
         let db = Arc::new(db);
@@ -148,7 +158,11 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl TelemetryStore for EmbeddedStore {
-    async fn write(&self, points: Vec<Point>) -> Result<(), StorageError> {
+    async fn write_fenced(
+        &self,
+        fence: Option<Fence>,
+        points: Vec<Point>,
+    ) -> Result<(), StorageError> {
         let Some(sender) = lock(&self.requests).clone() else {
             return Err(StorageError::Closed);
         };
@@ -157,7 +171,11 @@ impl TelemetryStore for EmbeddedStore {
         }
         let (reply, answer) = oneshot::channel();
         sender
-            .send(WriteRequest { points, reply })
+            .send(WriteRequest {
+                points,
+                fence,
+                reply,
+            })
             .await
             .map_err(|_| StorageError::Closed)?;
         drop(sender);
@@ -176,6 +194,28 @@ impl TelemetryStore for EmbeddedStore {
             return Ok(Page::default());
         }
         self.read(move |txn| read_range(txn, &query, after)).await
+    }
+
+    async fn rollups(&self, query: RollupQuery) -> Result<RollupPage, StorageError> {
+        if query.limit == 0 {
+            return Err(StorageError::Invalid {
+                field: "limit",
+                problem: "must be at least 1".to_owned(),
+            });
+        }
+        self.read(move |txn| rollups::read(txn, &query)).await
+    }
+
+    async fn sweep(
+        &self,
+        policy: &RetentionPolicy,
+        now_ms: TimestampMs,
+    ) -> Result<u64, StorageError> {
+        let db = Arc::clone(&self.db);
+        let policy = policy.clone();
+        tokio::task::spawn_blocking(move || sweep::run(&db, &policy, now_ms))
+            .await
+            .map_err(|error| StorageError::Engine(format!("sweep task failed: {error}")))?
     }
 
     async fn latest(&self, device: &DeviceKey) -> Result<Vec<Point>, StorageError> {

@@ -1,12 +1,24 @@
 //! Telemetry storage: the narrow trait every backend implements, and the backends.
 //!
-//! Only this module imports storage engines (redb now, scylla with the storage issue).
-//! It knows nothing of MQTT, actors, Raft or gRPC.
+//! Only this module imports storage engines (redb, scylla). It knows nothing of MQTT,
+//! actors, Raft or gRPC.
+//!
+//! - [`TelemetryStore`]: raw points (idempotent, optionally epoch-fenced writes), latest
+//!   values, the device index, rollups maintained in the same write, retention sweeps.
+//! - [`rollup`]: the pure bucket arithmetic; [`aggregate`]: `Aggregate` queries over any
+//!   [`aggregate::Source`] (one store, or the cluster's routed reads).
+//! - [`conformance`]: the one suite every backend passes.
 
+pub mod aggregate;
 mod codec;
 pub mod conformance;
 pub mod embedded;
+pub mod retention;
+pub mod rollup;
 pub mod scylla;
+
+pub use self::retention::{Retention, RetentionPolicy};
+pub use self::rollup::{Bucket, Resolution, RollupPage, RollupQuery};
 
 use async_trait::async_trait;
 
@@ -27,6 +39,25 @@ pub enum StorageError {
         field: &'static str,
         problem: String,
     },
+    /// The write carried an older epoch for its shard than the store has already seen: the
+    /// writer lost ownership of the shard. Not retryable by that writer; nothing was stored.
+    #[error(
+        "stale shard epoch: shard {shard} write has epoch {epoch}, the store has seen {current}; \
+         the shard moved to another owner"
+    )]
+    StaleEpoch {
+        shard: u32,
+        epoch: u64,
+        current: u64,
+    },
+}
+
+/// The ownership a write is made under: the store refuses it when it has seen a newer epoch
+/// for the shard, and remembers the greatest epoch it accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fence {
+    pub shard: u32,
+    pub epoch: u64,
 }
 
 /// A range read over one device.
@@ -80,7 +111,37 @@ pub trait TelemetryStore: Send + Sync + 'static {
     /// then returns `Ok`. Idempotent: a point with the same (device, metric, ts_ms) replaces
     /// the stored one, so a redelivered point is stored once. Also maintains the latest
     /// value per (device, metric) (the one with the greatest ts) and the device index.
-    async fn write(&self, points: Vec<Point>) -> Result<(), StorageError>;
+    ///
+    /// Rollups: every *new* numeric point (one whose (device, metric, ts) was not stored
+    /// yet) is folded into its 1-minute and 1-hour buckets in the same durable write; a
+    /// redelivered identical point changes nothing, and a rewrite with a different value
+    /// leaves the buckets as if only the new value had been written.
+    async fn write(&self, points: Vec<Point>) -> Result<(), StorageError> {
+        self.write_fenced(None, points).await
+    }
+
+    /// [`TelemetryStore::write`] under a shard epoch: refused with
+    /// [`StorageError::StaleEpoch`] (nothing stored) when the store has seen a greater epoch
+    /// for `fence.shard`; otherwise the epoch is remembered (kept at its maximum) with the
+    /// points. `None` writes without fencing.
+    async fn write_fenced(
+        &self,
+        fence: Option<Fence>,
+        points: Vec<Point>,
+    ) -> Result<(), StorageError>;
+
+    /// A page of rollup buckets of one metric, in start order.
+    async fn rollups(&self, query: RollupQuery) -> Result<RollupPage, StorageError>;
+
+    /// Deletes raw points and rollup buckets older than the policy allows at `now_ms`
+    /// (per tenant and tier); returns how many entries were removed. Reads do not filter by
+    /// retention: data is gone after a sweep, not before. Latest values and the device index
+    /// are kept.
+    async fn sweep(
+        &self,
+        policy: &RetentionPolicy,
+        now_ms: TimestampMs,
+    ) -> Result<u64, StorageError>;
 
     /// A page of a range read.
     async fn query(&self, query: RangeQuery) -> Result<Page, StorageError>;

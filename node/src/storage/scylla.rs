@@ -33,10 +33,11 @@
 //! Errors: driver and server failures are [`StorageError::Engine`]. Many of them (timeouts,
 //! unavailable replicas, a lost connection, after the driver's own retries) are transient;
 //! as every write is idempotent, a caller may retry the same `write` later. Invalid options
-//! are `Invalid` at connect. Not here: TLS and authentication to Scylla, rollups, retention
-//! per tenant, and altering the TTL or replication of an existing keyspace.
+//! are `Invalid` at connect. Fences, rollups and retention: see `rollups.rs`. Not here: TLS
+//! and authentication to Scylla, and altering the TTL or replication of an existing keyspace.
 
 mod codec;
+mod rollups;
 mod schema;
 mod statements;
 mod write;
@@ -59,8 +60,9 @@ use tokio::sync::Semaphore;
 use self::codec::Cursor;
 use self::schema::Schema;
 use self::statements::{Statements, prepare_all};
-use super::{Page, RangeQuery, StorageError, TelemetryStore};
-use crate::model::{DeviceInfo, DeviceKey, Point};
+use super::rollup::{RollupPage, RollupQuery};
+use super::{Fence, Page, RangeQuery, RetentionPolicy, StorageError, TelemetryStore};
+use crate::model::{DeviceInfo, DeviceKey, Point, TimestampMs};
 
 /// Rows per page of the driver's paged reads when a read has no smaller limit.
 const READ_PAGE_ROWS: usize = 5_000;
@@ -136,6 +138,10 @@ pub struct ScyllaStore {
     session: Session,
     /// Prepared statements, shared by every call.
     statements: Statements,
+    /// Prepared statements of fences, rollups and retention (`rollups.rs`).
+    rollup: rollups::RollupStatements,
+    /// Serialise rollup recomputation per device in this process.
+    locks: rollups::DeviceLocks,
     /// Permits for statements in flight. Closing it is how `close` stops writes: waiting
     /// statements fail with `Closed`, running ones finish.
     in_flight: Arc<Semaphore>,
@@ -183,10 +189,13 @@ impl ScyllaStore {
             .map_err(|error| engine("connecting to Scylla", error))?;
         migrate(&session, &schema).await?;
         let statements = prepare_all(&session, &schema.keyspace).await?;
+        let rollup = rollups::prepare(&session, &schema.keyspace).await?;
         tracing::info!(keyspace = %schema.keyspace, nodes = ?options.nodes, "scylla store open");
         Ok(Arc::new(ScyllaStore {
             session,
             statements,
+            rollup,
+            locks: rollups::DeviceLocks::default(),
             in_flight: Arc::new(Semaphore::new(options.max_in_flight)),
             max_in_flight: options.max_in_flight,
             write_clock: AtomicU64::new(0),
@@ -251,15 +260,44 @@ impl ScyllaStore {
 
 #[async_trait]
 impl TelemetryStore for ScyllaStore {
-    async fn write(&self, points: Vec<Point>) -> Result<(), StorageError> {
+    async fn write_fenced(
+        &self,
+        fence: Option<Fence>,
+        points: Vec<Point>,
+    ) -> Result<(), StorageError> {
         if self.in_flight.is_closed() {
             return Err(StorageError::Closed);
         }
         if points.is_empty() {
             return Ok(());
         }
+        if let Some(fence) = fence {
+            rollups::check_fence(self, fence).await?;
+        }
         let clock = self.tick();
-        write::run(self, &points, clock).await
+        write::run(self, &points, clock).await?;
+        rollups::recompute(self, &points).await
+    }
+
+    async fn rollups(&self, query: RollupQuery) -> Result<RollupPage, StorageError> {
+        if query.limit == 0 {
+            return Err(StorageError::Invalid {
+                field: "limit",
+                problem: "must be at least 1".to_owned(),
+            });
+        }
+        if query.to_ms <= query.from_ms {
+            return Ok(RollupPage::default());
+        }
+        rollups::read(self, &query).await
+    }
+
+    async fn sweep(
+        &self,
+        policy: &RetentionPolicy,
+        now_ms: TimestampMs,
+    ) -> Result<u64, StorageError> {
+        rollups::sweep(self, policy, now_ms).await
     }
 
     async fn query(&self, query: RangeQuery) -> Result<Page, StorageError> {
@@ -345,6 +383,17 @@ impl TelemetryStore for ScyllaStore {
 }
 
 impl ScyllaStore {
+    /// The device's (first, last) seen event times, if it has any point.
+    async fn seen_span(
+        &self,
+        device: &DeviceKey,
+    ) -> Result<Option<(TimestampMs, TimestampMs)>, StorageError> {
+        Ok(self
+            .device(device)
+            .await?
+            .map(|i| (i.first_seen_ms, i.last_seen_ms)))
+    }
+
     /// One page of a range read in (metric, ts) order, resuming strictly after `after`.
     /// The caller has ruled out empty ranges and a zero limit.
     async fn read_range(

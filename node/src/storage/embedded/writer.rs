@@ -18,16 +18,19 @@ use std::time::Instant;
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DEVICES, LATEST, POINTS, engine};
+use super::rollups::Changes;
+use super::{DEVICES, FENCES, LATEST, POINTS, engine, rollups};
 use crate::metrics_names;
 use crate::model::{Point, TimestampMs, Value};
-use crate::storage::StorageError;
 use crate::storage::codec;
+use crate::storage::{Fence, StorageError};
 
 /// One caller's write, waiting for its batch to commit.
 pub(super) struct WriteRequest {
     /// The points to store; never empty (empty writes are answered without queueing).
     pub(super) points: Vec<Point>,
+    /// The shard epoch the write is made under, if fenced.
+    pub(super) fence: Option<Fence>,
     /// Where the commit result goes. The caller may have gone away; that is not an error.
     pub(super) reply: oneshot::Sender<Result<(), StorageError>>,
 }
@@ -59,9 +62,16 @@ pub(super) fn run(
         if let Err(error) = &result {
             tracing::error!(%error, requests = batch.len(), points = queued, "group commit failed");
         }
-        for request in batch {
+        for (i, request) in batch.into_iter().enumerate() {
             let answer = match &result {
-                Ok(()) => Ok(()),
+                Ok(refused) => match refused.iter().find(|(at, _)| *at == i) {
+                    Some((_, Refusal::Stale(fence, current))) => Err(StorageError::StaleEpoch {
+                        shard: fence.shard,
+                        epoch: fence.epoch,
+                        current: *current,
+                    }),
+                    None => Ok(()),
+                },
                 Err(error) => Err(StorageError::Engine(error.to_string())),
             };
             // The caller may have been cancelled; its points are stored all the same.
@@ -71,11 +81,50 @@ pub(super) fn run(
     tracing::debug!("embedded store writer stopped");
 }
 
-/// Applies a batch in one durable transaction: every point, then the latest value and device
-/// index updates folded per key, so a batch touches each latest/device entry once.
-fn commit(db: &Database, batch: &[WriteRequest]) -> Result<(), StorageError> {
+/// Why one request of a batch was refused (the others commit).
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// Its fence's epoch is older than the store's for that shard (which is given).
+    Stale(Fence, u64),
+}
+
+/// The requests of a batch that are refused by their fence (index, why), the others
+/// accepted; the greatest accepted epoch per shard is written.
+fn fence_check(
+    txn: &redb::WriteTransaction,
+    batch: &[WriteRequest],
+) -> Result<Vec<(usize, Refusal)>, StorageError> {
+    let mut refused = Vec::new();
+    if batch.iter().all(|r| r.fence.is_none()) {
+        return Ok(refused);
+    }
+    let mut fences = txn.open_table(FENCES).map_err(engine)?;
+    for (i, request) in batch.iter().enumerate() {
+        let Some(fence) = request.fence else {
+            continue;
+        };
+        let current = fences.get(fence.shard).map_err(engine)?.map(|g| g.value());
+        match current {
+            Some(current) if fence.epoch < current => {
+                refused.push((i, Refusal::Stale(fence, current)));
+            }
+            Some(current) if fence.epoch == current => {}
+            _ => {
+                fences.insert(fence.shard, fence.epoch).map_err(engine)?;
+            }
+        }
+    }
+    Ok(refused)
+}
+
+/// Applies a batch in one durable transaction: fences, every point (new ones folded into
+/// rollups), then the latest value and device index updates folded per key, so a batch
+/// touches each latest/device entry once. Returns the requests refused by their fence.
+fn commit(db: &Database, batch: &[WriteRequest]) -> Result<Vec<(usize, Refusal)>, StorageError> {
     let mut txn = db.begin_write().map_err(engine)?;
     txn.set_durability(Durability::Immediate).map_err(engine)?;
+    let refused = fence_check(&txn, batch)?;
+    let mut changes = Changes::default();
     {
         let mut points = txn.open_table(POINTS).map_err(engine)?;
         // Newest point per (tenant, device, metric) in this batch; on equal timestamps the
@@ -84,15 +133,28 @@ fn commit(db: &Database, batch: &[WriteRequest]) -> Result<(), StorageError> {
         // Min and max ts per (tenant, device) in this batch.
         let mut seen: BTreeMap<(&str, &str), (TimestampMs, TimestampMs)> = BTreeMap::new();
         let mut buf = Vec::with_capacity(32);
-        for point in batch.iter().flat_map(|request| &request.points) {
+        let accepted = batch
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !refused.iter().any(|(at, _)| at == i))
+            .flat_map(|(_, request)| &request.points);
+        for point in accepted {
             let tenant = point.device.tenant.as_str();
             let device = point.device.device.as_str();
             let metric = point.metric.as_str();
             buf.clear();
             codec::encode_value(&point.value, &mut buf);
-            points
+            let old = points
                 .insert((tenant, device, metric, point.ts_ms), buf.as_slice())
                 .map_err(engine)?;
+            match old {
+                // New: fold it into its buckets.
+                None => changes.add(point),
+                // The same point again: nothing to count.
+                Some(old) if old.value() == buf.as_slice() => {}
+                // A rewrite with another value: its buckets are recomputed from raw.
+                Some(_) => changes.dirty(point),
+            }
             match newest.entry((tenant, device, metric)) {
                 Entry::Vacant(slot) => {
                     slot.insert((point.ts_ms, &point.value));
@@ -140,5 +202,7 @@ fn commit(db: &Database, batch: &[WriteRequest]) -> Result<(), StorageError> {
             }
         }
     }
-    txn.commit().map_err(engine)
+    rollups::apply(&txn, changes)?;
+    txn.commit().map_err(engine)?;
+    Ok(refused)
 }

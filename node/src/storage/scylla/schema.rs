@@ -118,7 +118,7 @@ impl Schema {
         } else {
             (self.ttl_secs + DAY_INDEX_TTL_MARGIN_SECS).min(MAX_TTL_SECS)
         };
-        vec![Migration {
+        let mut all = vec![Migration {
             version: 1,
             statements: vec![
                 format!(
@@ -148,7 +148,12 @@ impl Schema {
                      PRIMARY KEY ((tenant), device))"
                 ),
             ],
-        }]
+        }];
+        all.push(Migration {
+            version: 2,
+            statements: super::rollups::migration_cql(ks),
+        });
+        all
     }
 }
 
@@ -187,7 +192,7 @@ mod tests {
         let migrations = schema.migrations();
         assert_eq!(
             migrations.iter().map(|m| m.version).collect::<Vec<_>>(),
-            [1]
+            [1, 2]
         );
         let ddl = migrations[0].statements.join("\n");
         assert!(ddl.contains("starling.points ("), "{ddl}");
