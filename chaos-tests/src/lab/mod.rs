@@ -1,6 +1,9 @@
-//! The network lab: one Linux bridge in the root namespace and one network namespace per
+//! The network lab: one Linux bridge in a namespace of its own and one network namespace per
 //! node, joined by veth pairs, addresses in a private /24 that only this harness uses
-//! ([`SUBNET`]). Needs root. Everything is named with [`PREFIX`]; stale leftovers of a
+//! ([`SUBNET`]). The root namespace (broker, workload clients) joins the bridge through one
+//! more veth pair at [`BRIDGE_ADDR`]. The bridge lives in its own namespace so the host's
+//! firewall (e.g. Docker's `FORWARD DROP` with `bridge-nf-call-iptables`) never sees the
+//! node-to-node traffic. Needs root. Everything is named with [`PREFIX`]; stale leftovers of a
 //! crashed run are removed at start, and [`Lab`]'s `Drop` tears everything down (also on
 //! panic; the runner turns Ctrl-C into an ordinary error so `Drop` runs then too).
 //!
@@ -23,9 +26,13 @@ pub const SUBNET: &str = "10.213.77";
 /// The bridge (root namespace) address, where the broker listens for the nodes.
 pub const BRIDGE_ADDR: &str = "10.213.77.1";
 
-fn bridge_name() -> String {
+/// The namespace holding the bridge.
+fn bridge_ns() -> String {
     format!("{PREFIX}-br")
 }
+
+/// The bridge device, inside [`bridge_ns`].
+const BRIDGE_DEV: &str = "br0";
 
 /// Namespace of node `id`.
 pub fn netns_name(id: u64) -> String {
@@ -77,10 +84,17 @@ impl Lab {
             nodes: Vec::new(),
             mounts: Vec::new(),
         };
-        let br = bridge_name();
-        sh("ip", &["link", "add", &br, "type", "bridge"])?;
-        sh("ip", &["addr", "add", &format!("{BRIDGE_ADDR}/24"), "dev", &br])?;
-        sh("ip", &["link", "set", &br, "up"])?;
+        let br = bridge_ns();
+        sh("ip", &["netns", "add", &br])?;
+        sh("ip", &["-n", &br, "link", "add", BRIDGE_DEV, "type", "bridge"])?;
+        sh("ip", &["-n", &br, "link", "set", BRIDGE_DEV, "up"])?;
+        // The root namespace's port on the bridge.
+        let (root_end, bridge_end) = (format!("{PREFIX}-h0"), format!("{PREFIX}-b0"));
+        sh("ip", &["link", "add", &root_end, "type", "veth", "peer", "name", &bridge_end])?;
+        sh("ip", &["link", "set", &bridge_end, "netns", &br])?;
+        sh("ip", &["-n", &br, "link", "set", &bridge_end, "master", BRIDGE_DEV, "up"])?;
+        sh("ip", &["addr", "add", &format!("{BRIDGE_ADDR}/24"), "dev", &root_end])?;
+        sh("ip", &["link", "set", &root_end, "up"])?;
         for id in nodes {
             lab.add_node(*id)?;
         }
@@ -89,13 +103,14 @@ impl Lab {
 
     fn add_node(&mut self, id: u64) -> anyhow::Result<()> {
         let ns = netns_name(id);
-        let host = format!("{PREFIX}-h{id}");
+        let (br, outer) = (bridge_ns(), format!("{PREFIX}-b{id}"));
         let inner = format!("{PREFIX}-c{id}");
         sh("ip", &["netns", "add", &ns])?;
         self.nodes.push(id);
-        sh("ip", &["link", "add", &host, "type", "veth", "peer", "name", &inner])?;
+        sh("ip", &["link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
         sh("ip", &["link", "set", &inner, "netns", &ns])?;
-        sh("ip", &["link", "set", &host, "master", &bridge_name(), "up"])?;
+        sh("ip", &["link", "set", &outer, "netns", &br])?;
+        sh("ip", &["-n", &br, "link", "set", &outer, "master", BRIDGE_DEV, "up"])?;
         let addr = format!("{}/24", node_addr(id));
         sh("ip", &["-n", &ns, "addr", "add", &addr, "dev", &inner])?;
         sh("ip", &["-n", &ns, "link", "set", &inner, "up"])?;
@@ -167,10 +182,11 @@ impl Drop for Lab {
             let _ = sh("umount", &["-l", &dir.display().to_string()]);
         }
         for id in self.nodes.drain(..) {
-            let _ = sh("ip", &["link", "del", &format!("{PREFIX}-h{id}")]);
             let _ = sh("ip", &["netns", "del", &netns_name(id)]);
         }
-        let _ = sh("ip", &["link", "del", &bridge_name()]);
+        // Deleting a veth end deletes its peer; the bridge goes with its namespace.
+        let _ = sh("ip", &["link", "del", &format!("{PREFIX}-h0")]);
+        let _ = sh("ip", &["netns", "del", &bridge_ns()]);
     }
 }
 
@@ -229,7 +245,7 @@ mod tests {
     #[test]
     fn names_fit_linux_limits_and_carry_the_prefix() {
         for id in [1, 5, 99] {
-            let names = [netns_name(id), format!("{PREFIX}-h{id}"), format!("{PREFIX}-c{id}")];
+            let names = [netns_name(id), format!("{PREFIX}-b{id}"), format!("{PREFIX}-c{id}"), bridge_ns()];
             for n in names {
                 assert!(n.len() <= 15 && n.starts_with(PREFIX), "{n}");
             }
