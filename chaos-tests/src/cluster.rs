@@ -279,7 +279,14 @@ impl ServeCluster {
         std::fs::create_dir_all(&dir)?;
         let certs = self.base.join("certs");
         let id_text = id.to_string();
-        let mut args = vec!["certs", "node", "--dir", path_str(&certs)?, "--id", &id_text];
+        let mut args = vec![
+            "certs",
+            "node",
+            "--dir",
+            path_str(&certs)?,
+            "--id",
+            &id_text,
+        ];
         if !placement.is_loopback() {
             args.extend(["--host", &placement.host]);
         }

@@ -125,7 +125,9 @@ fn run_all(runs: &[(String, u64)]) -> ExitCode {
 async fn run_one(name: &str, seed: u64) -> anyhow::Result<report::Outcome> {
     let scenario = scenario::find(name)?;
     let bin = starling_bin()?;
-    let mut dir = tempfile::Builder::new().prefix("starling-chaos-").tempdir()?;
+    let mut dir = tempfile::Builder::new()
+        .prefix("starling-chaos-")
+        .tempdir()?;
     let outcome = scenario::run::run(scenario, seed, &bin, dir.path()).await;
     let keep = std::env::var_os("STARLING_KEEP_TEST_DIRS").is_some();
     if keep || !matches!(&outcome, Ok(o) if o.violations.is_empty()) {

@@ -104,8 +104,17 @@ impl SplitMix64 {
 
 /// Draws `steps` faults of `kinds` over `nodes` from `seed`. With `membership`, the first
 /// step also starts node `max(nodes) + 1` and the last removes it again.
-pub fn generate(kinds: &[Kind], nodes: &[u64], seed: u64, steps: usize, membership: bool) -> Vec<Step> {
-    assert!(!kinds.is_empty() && nodes.len() >= 3, "a schedule needs kinds and 3+ nodes");
+pub fn generate(
+    kinds: &[Kind],
+    nodes: &[u64],
+    seed: u64,
+    steps: usize,
+    membership: bool,
+) -> Vec<Step> {
+    assert!(
+        !kinds.is_empty() && nodes.len() >= 3,
+        "a schedule needs kinds and 3+ nodes"
+    );
     let mut rng = SplitMix64::new(seed);
     let newcomer = nodes.iter().max().copied().unwrap_or(0) + 1;
     (0..steps)
@@ -170,7 +179,11 @@ impl fmt::Display for Fault {
             Fault::Pause { node } => write!(f, "SIGSTOP node {node}, SIGCONT"),
             Fault::Isolate { node } => write!(f, "isolate node {node}"),
             Fault::Split { minority } => write!(f, "split minority {minority:?} | rest"),
-            Fault::Bridge { left, bridge, right } => {
+            Fault::Bridge {
+                left,
+                bridge,
+                right,
+            } => {
                 write!(f, "bridge {left:?} <- {bridge} -> {right:?}")
             }
             Fault::OneWay { from, to } => write!(f, "one-way: {from} cannot send to {to:?}"),
@@ -234,7 +247,11 @@ mod tests {
                         Fault::Split { minority } => {
                             assert!(!minority.is_empty() && minority.len() * 2 < n, "{step}")
                         }
-                        Fault::Bridge { left, bridge, right } => {
+                        Fault::Bridge {
+                            left,
+                            bridge,
+                            right,
+                        } => {
                             assert_eq!(left.len() + right.len() + 1, n);
                             assert!(!left.contains(bridge) && !right.contains(bridge));
                             assert!(!left.is_empty() && !right.is_empty(), "{step}");

@@ -58,19 +58,50 @@ fn namespaces_partitions_heal_and_teardown() {
     assert!(std::net::TcpStream::connect((lab::node_addr(2).as_str(), 7000)).is_ok());
     assert!(connects(&n1, &lab::node_addr(2), 7000));
 
-    lab.apply_network_fault(&Fault::Isolate { node: 1 }).expect("isolate");
-    assert!(!connects(&n1, &lab::node_addr(2), 7000), "isolated node reached a peer");
-    assert!(connects(&n3, &lab::node_addr(2), 7000), "the others must still see each other");
+    lab.apply_network_fault(&Fault::Isolate { node: 1 })
+        .expect("isolate");
+    assert!(
+        !connects(&n1, &lab::node_addr(2), 7000),
+        "isolated node reached a peer"
+    );
+    assert!(
+        connects(&n3, &lab::node_addr(2), 7000),
+        "the others must still see each other"
+    );
     lab.heal_network();
-    assert!(connects(&n1, &lab::node_addr(2), 7000), "heal did not restore traffic");
+    assert!(
+        connects(&n1, &lab::node_addr(2), 7000),
+        "heal did not restore traffic"
+    );
 
-    lab.apply_network_fault(&Fault::OneWay { from: 1, to: vec![2, 3] }).expect("one-way");
-    assert!(!connects(&n1, &lab::node_addr(3), 7000), "one-way: 1 must not reach 3");
+    lab.apply_network_fault(&Fault::OneWay {
+        from: 1,
+        to: vec![2, 3],
+    })
+    .expect("one-way");
+    assert!(
+        !connects(&n1, &lab::node_addr(3), 7000),
+        "one-way: 1 must not reach 3"
+    );
     lab.heal_network();
 
     drop(lab);
-    let left = String::from_utf8(Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).unwrap();
+    let left = String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     assert!(!left.contains(PREFIX), "namespaces left behind: {left}");
-    let links = String::from_utf8(Command::new("ip").args(["-o", "link"]).output().unwrap().stdout).unwrap();
+    let links = String::from_utf8(
+        Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     assert!(!links.contains(&format!("{PREFIX}-")), "links left behind");
 }

@@ -10,7 +10,11 @@ fn leases_never_overlap_and_placement_heals_for_every_seed() {
     let seeds = starling_chaos::env_count("STARLING_SIM_SEEDS", 24).expect("seed count") as u64;
     let cfg = Config::starling_defaults();
     let failed: Vec<String> = (0..seeds)
-        .filter_map(|seed| sim::run_one(seed, cfg).err().map(|e| format!("seed {seed}: {e}")))
+        .filter_map(|seed| {
+            sim::run_one(seed, cfg)
+                .err()
+                .map(|e| format!("seed {seed}: {e}"))
+        })
         .collect();
     assert!(
         failed.is_empty(),

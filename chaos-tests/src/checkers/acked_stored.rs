@@ -96,14 +96,63 @@ mod tests {
     #[test]
     fn table() {
         // (name, ops of device d, stored seqs, faults, starling losses, broker losses)
-        type Case = (&'static str, Vec<PublishOp>, Vec<u64>, Vec<FaultWindow>, usize, usize);
+        type Case = (
+            &'static str,
+            Vec<PublishOp>,
+            Vec<u64>,
+            Vec<FaultWindow>,
+            usize,
+            usize,
+        );
         let cases: Vec<Case> = vec![
-            ("all stored", vec![op(1, Some(5)), op(2, Some(6))], vec![1, 2], vec![], 0, 0),
-            ("unacked may be missing", vec![op(1, Some(5)), op(2, None)], vec![1], vec![], 0, 0),
-            ("acked and missing", vec![op(1, Some(5)), op(2, Some(6))], vec![1], vec![], 1, 0),
-            ("lost before a broker crash", vec![op(1, Some(5))], vec![], vec![crash(9)], 0, 1),
-            ("lost after the broker crash", vec![op(1, Some(50))], vec![], vec![crash(9)], 1, 0),
-            ("nothing stored at all", vec![op(1, Some(1)), op(2, Some(2))], vec![], vec![], 2, 0),
+            (
+                "all stored",
+                vec![op(1, Some(5)), op(2, Some(6))],
+                vec![1, 2],
+                vec![],
+                0,
+                0,
+            ),
+            (
+                "unacked may be missing",
+                vec![op(1, Some(5)), op(2, None)],
+                vec![1],
+                vec![],
+                0,
+                0,
+            ),
+            (
+                "acked and missing",
+                vec![op(1, Some(5)), op(2, Some(6))],
+                vec![1],
+                vec![],
+                1,
+                0,
+            ),
+            (
+                "lost before a broker crash",
+                vec![op(1, Some(5))],
+                vec![],
+                vec![crash(9)],
+                0,
+                1,
+            ),
+            (
+                "lost after the broker crash",
+                vec![op(1, Some(50))],
+                vec![],
+                vec![crash(9)],
+                1,
+                0,
+            ),
+            (
+                "nothing stored at all",
+                vec![op(1, Some(1)), op(2, Some(2))],
+                vec![],
+                vec![],
+                2,
+                0,
+            ),
         ];
         for (name, ops, stored, faults, starling, broker) in cases {
             let publishes = BTreeMap::from([("d".to_owned(), ops)]);

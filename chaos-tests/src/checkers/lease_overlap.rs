@@ -89,7 +89,9 @@ pub fn intervals(logs: &[String]) -> anyhow::Result<BTreeMap<u32, Vec<Interval>>
 }
 
 /// The first pair of intervals of different nodes that overlap on a shard, if any.
-pub fn first_overlap(intervals: &BTreeMap<u32, Vec<Interval>>) -> Option<(u32, Interval, Interval)> {
+pub fn first_overlap(
+    intervals: &BTreeMap<u32, Vec<Interval>>,
+) -> Option<(u32, Interval, Interval)> {
     for (shard, list) in intervals {
         let mut sorted = list.clone();
         sorted.sort_by_key(|i| (i.from, i.to));
@@ -165,9 +167,24 @@ mod tests {
     fn table() {
         // (name, log of node 1, log of node 2, violation expected)
         let cases: Vec<(&str, Vec<String>, Vec<String>, bool)> = vec![
-            ("disjoint shards", vec![grant(1, 0, 100, "0-9")], vec![grant(2, 0, 100, "10-19")], false),
-            ("handover after expiry", vec![grant(1, 0, 100, "0-9")], vec![grant(2, 100, 200, "0-9")], false),
-            ("overlap in time", vec![grant(1, 0, 100, "0-9")], vec![grant(2, 99, 200, "5")], true),
+            (
+                "disjoint shards",
+                vec![grant(1, 0, 100, "0-9")],
+                vec![grant(2, 0, 100, "10-19")],
+                false,
+            ),
+            (
+                "handover after expiry",
+                vec![grant(1, 0, 100, "0-9")],
+                vec![grant(2, 100, 200, "0-9")],
+                false,
+            ),
+            (
+                "overlap in time",
+                vec![grant(1, 0, 100, "0-9")],
+                vec![grant(2, 99, 200, "5")],
+                true,
+            ),
             (
                 "renewal extends into the new owner's lease",
                 vec![grant(1, 0, 100, "0-9"), renew(1, 90, 190)],
@@ -182,7 +199,11 @@ mod tests {
             ),
             (
                 "released shards are not renewed",
-                vec![grant(1, 0, 100, "0-1"), release(1, 40, "1"), renew(1, 90, 190)],
+                vec![
+                    grant(1, 0, 100, "0-1"),
+                    release(1, 40, "1"),
+                    renew(1, 90, 190),
+                ],
                 vec![grant(2, 50, 150, "1")],
                 false,
             ),

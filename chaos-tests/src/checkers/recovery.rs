@@ -20,8 +20,14 @@ pub fn check(recoveries: &[Recovery], bound_ms: i64) -> Vec<Violation> {
         .filter_map(|r| {
             let detail = match r.after_heal_ms {
                 Some(ms) if ms <= bound_ms => return None,
-                Some(ms) => format!("after healing {}: first write succeeded after {ms} ms (bound {bound_ms} ms)", r.fault),
-                None => format!("after healing {}: no write succeeded (bound {bound_ms} ms)", r.fault),
+                Some(ms) => format!(
+                    "after healing {}: first write succeeded after {ms} ms (bound {bound_ms} ms)",
+                    r.fault
+                ),
+                None => format!(
+                    "after healing {}: no write succeeded (bound {bound_ms} ms)",
+                    r.fault
+                ),
             };
             Some(Violation {
                 checker: "recovery",

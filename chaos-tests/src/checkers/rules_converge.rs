@@ -46,7 +46,9 @@ pub fn check(
         last_attempt.insert(&w.rule_id, i);
     }
     for (i, w) in writes.iter().enumerate() {
-        let Some(version) = w.acked_version else { continue };
+        let Some(version) = w.acked_version else {
+            continue;
+        };
         for (node, view) in by_node {
             match view.get(&w.rule_id) {
                 None => out.push(v(format!(
@@ -103,7 +105,12 @@ mod tests {
     #[test]
     fn table() {
         // (name, writes, node views, violations expected)
-        type Case = (&'static str, Vec<RuleWriteOp>, Vec<BTreeMap<String, RuleState>>, usize);
+        type Case = (
+            &'static str,
+            Vec<RuleWriteOp>,
+            Vec<BTreeMap<String, RuleState>>,
+            usize,
+        );
         let cases: Vec<Case> = vec![
             (
                 "converged and durable",
@@ -143,7 +150,12 @@ mod tests {
                 .enumerate()
                 .map(|(i, v)| (i as u64 + 1, v))
                 .collect();
-            assert_eq!(check(&writes, &by_node).len(), want, "{name}: {:?}", check(&writes, &by_node));
+            assert_eq!(
+                check(&writes, &by_node).len(),
+                want,
+                "{name}: {:?}",
+                check(&writes, &by_node)
+            );
         }
     }
 }

@@ -44,7 +44,12 @@ pub fn check(alarms: &[AlarmRecord]) -> Vec<Violation> {
                 }
             }
             reach = match reach {
-                Some(a) if a.cleared_at_ms.unwrap_or(i64::MAX) >= b.cleared_at_ms.unwrap_or(i64::MAX) => Some(a),
+                Some(a)
+                    if a.cleared_at_ms.unwrap_or(i64::MAX)
+                        >= b.cleared_at_ms.unwrap_or(i64::MAX) =>
+                {
+                    Some(a)
+                }
                 _ => Some(b),
             };
         }
@@ -81,7 +86,11 @@ mod tests {
                 vec![alarm("a", "d1", 0, None), alarm("b", "d2", 0, None)],
                 0,
             ),
-            ("two active at once", vec![alarm("a", "d", 0, None), alarm("b", "d", 5, None)], 1),
+            (
+                "two active at once",
+                vec![alarm("a", "d", 0, None), alarm("b", "d", 5, None)],
+                1,
+            ),
             (
                 "second raised before the first cleared",
                 vec![alarm("a", "d", 0, Some(10)), alarm("b", "d", 9, Some(20))],
@@ -89,7 +98,11 @@ mod tests {
             ),
             (
                 "a short alarm inside a long one",
-                vec![alarm("a", "d", 0, Some(100)), alarm("b", "d", 20, Some(30)), alarm("c", "d", 40, Some(50))],
+                vec![
+                    alarm("a", "d", 0, Some(100)),
+                    alarm("b", "d", 20, Some(30)),
+                    alarm("c", "d", 40, Some(50)),
+                ],
                 1,
             ),
         ];

@@ -86,14 +86,50 @@ impl Lab {
         };
         let br = bridge_ns();
         sh("ip", &["netns", "add", &br])?;
-        sh("ip", &["-n", &br, "link", "add", BRIDGE_DEV, "type", "bridge"])?;
+        sh(
+            "ip",
+            &["-n", &br, "link", "add", BRIDGE_DEV, "type", "bridge"],
+        )?;
         sh("ip", &["-n", &br, "link", "set", BRIDGE_DEV, "up"])?;
         // The root namespace's port on the bridge.
         let (root_end, bridge_end) = (format!("{PREFIX}-h0"), format!("{PREFIX}-b0"));
-        sh("ip", &["link", "add", &root_end, "type", "veth", "peer", "name", &bridge_end])?;
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &root_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &bridge_end,
+            ],
+        )?;
         sh("ip", &["link", "set", &bridge_end, "netns", &br])?;
-        sh("ip", &["-n", &br, "link", "set", &bridge_end, "master", BRIDGE_DEV, "up"])?;
-        sh("ip", &["addr", "add", &format!("{BRIDGE_ADDR}/24"), "dev", &root_end])?;
+        sh(
+            "ip",
+            &[
+                "-n",
+                &br,
+                "link",
+                "set",
+                &bridge_end,
+                "master",
+                BRIDGE_DEV,
+                "up",
+            ],
+        )?;
+        sh(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{BRIDGE_ADDR}/24"),
+                "dev",
+                &root_end,
+            ],
+        )?;
         sh("ip", &["link", "set", &root_end, "up"])?;
         for id in nodes {
             lab.add_node(*id)?;
@@ -107,10 +143,18 @@ impl Lab {
         let inner = format!("{PREFIX}-c{id}");
         sh("ip", &["netns", "add", &ns])?;
         self.nodes.push(id);
-        sh("ip", &["link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+        sh(
+            "ip",
+            &[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ],
+        )?;
         sh("ip", &["link", "set", &inner, "netns", &ns])?;
         sh("ip", &["link", "set", &outer, "netns", &br])?;
-        sh("ip", &["-n", &br, "link", "set", &outer, "master", BRIDGE_DEV, "up"])?;
+        sh(
+            "ip",
+            &["-n", &br, "link", "set", &outer, "master", BRIDGE_DEV, "up"],
+        )?;
         let addr = format!("{}/24", node_addr(id));
         sh("ip", &["-n", &ns, "addr", "add", &addr, "dev", &inner])?;
         sh("ip", &["-n", &ns, "link", "set", &inner, "up"])?;
@@ -128,7 +172,10 @@ impl Lab {
         std::fs::create_dir_all(dir)?;
         let path = dir.to_str().context("data dir is not UTF-8")?;
         let opts = format!("size={mib}m");
-        sh("mount", &["-t", "tmpfs", "-o", &opts, &format!("{PREFIX}-data"), path])?;
+        sh(
+            "mount",
+            &["-t", "tmpfs", "-o", &opts, &format!("{PREFIX}-data"), path],
+        )?;
         self.mounts.push(dir.to_owned());
         Ok(())
     }
@@ -148,7 +195,19 @@ impl Lab {
         for id in &self.nodes {
             let ns = netns_name(*id);
             // Absent when the fault did not touch this node: not an error.
-            let _ = sh("ip", &["netns", "exec", &ns, "nft", "delete", "table", "inet", nft::TABLE]);
+            let _ = sh(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "nft",
+                    "delete",
+                    "table",
+                    "inet",
+                    nft::TABLE,
+                ],
+            );
         }
     }
 
@@ -170,7 +229,10 @@ impl Lab {
             .write_all(rules.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!("nft in {ns} failed: {}\n{rules}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "nft in {ns} failed: {}\n{rules}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -196,10 +258,10 @@ pub fn cleanup_stale() {
     if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
         for line in mounts.lines() {
             let mut fields = line.split_whitespace();
-            if fields.next() == Some(&format!("{PREFIX}-data")) {
-                if let Some(target) = fields.next() {
-                    let _ = sh("umount", &["-l", target]);
-                }
+            if fields.next() == Some(&format!("{PREFIX}-data"))
+                && let Some(target) = fields.next()
+            {
+                let _ = sh("umount", &["-l", target]);
             }
         }
     }
@@ -245,7 +307,12 @@ mod tests {
     #[test]
     fn names_fit_linux_limits_and_carry_the_prefix() {
         for id in [1, 5, 99] {
-            let names = [netns_name(id), format!("{PREFIX}-b{id}"), format!("{PREFIX}-c{id}"), bridge_ns()];
+            let names = [
+                netns_name(id),
+                format!("{PREFIX}-b{id}"),
+                format!("{PREFIX}-c{id}"),
+                bridge_ns(),
+            ];
             for n in names {
                 assert!(n.len() <= 15 && n.starts_with(PREFIX), "{n}");
             }

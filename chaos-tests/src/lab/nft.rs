@@ -15,7 +15,10 @@ pub const TABLE: &str = "starling_chaos";
 /// What node `me` must drop under `fault`: `(no_receive_from, no_send_to, loss_percent)`.
 pub fn blocked(fault: &Fault, me: u64, all: &[u64]) -> (BTreeSet<u64>, BTreeSet<u64>, Option<u8>) {
     let others = |keep: &dyn Fn(u64) -> bool| -> BTreeSet<u64> {
-        all.iter().copied().filter(|n| *n != me && keep(*n)).collect()
+        all.iter()
+            .copied()
+            .filter(|n| *n != me && keep(*n))
+            .collect()
     };
     let both = |set: BTreeSet<u64>| (set.clone(), set, None);
     match fault {
@@ -25,7 +28,11 @@ pub fn blocked(fault: &Fault, me: u64, all: &[u64]) -> (BTreeSet<u64>, BTreeSet<
             let mine = minority.contains(&me);
             both(others(&|n| minority.contains(&n) != mine))
         }
-        Fault::Bridge { left, bridge, right } => {
+        Fault::Bridge {
+            left,
+            bridge,
+            right,
+        } => {
             if me == *bridge {
                 both(BTreeSet::new())
             } else if left.contains(&me) {
@@ -48,7 +55,12 @@ pub fn blocked(fault: &Fault, me: u64, all: &[u64]) -> (BTreeSet<u64>, BTreeSet<
 }
 
 /// The `nft -f -` input for node `me`, or `None` when the fault leaves it untouched.
-pub fn ruleset(fault: &Fault, me: u64, all: &[u64], addr: &dyn Fn(u64) -> String) -> Option<String> {
+pub fn ruleset(
+    fault: &Fault,
+    me: u64,
+    all: &[u64],
+    addr: &dyn Fn(u64) -> String,
+) -> Option<String> {
     let (from, to, loss) = blocked(fault, me, all);
     if from.is_empty() && to.is_empty() && loss.is_none() {
         return None;
@@ -84,22 +96,115 @@ mod tests {
     fn blocked_table() {
         let all = [1, 2, 3, 4, 5];
         // (fault, me, no receive from, no send to, loss)
-        let cases: Vec<(Fault, u64, Vec<u64>, Vec<u64>, Option<u8>)> = vec![
-            (Fault::Isolate { node: 2 }, 2, vec![1, 3, 4, 5], vec![1, 3, 4, 5], None),
+        type Case = (Fault, u64, Vec<u64>, Vec<u64>, Option<u8>);
+        let cases: Vec<Case> = vec![
+            (
+                Fault::Isolate { node: 2 },
+                2,
+                vec![1, 3, 4, 5],
+                vec![1, 3, 4, 5],
+                None,
+            ),
             (Fault::Isolate { node: 2 }, 1, vec![2], vec![2], None),
-            (Fault::Split { minority: vec![1, 2] }, 1, vec![3, 4, 5], vec![3, 4, 5], None),
-            (Fault::Split { minority: vec![1, 2] }, 4, vec![1, 2], vec![1, 2], None),
-            (Fault::Bridge { left: vec![1, 2], bridge: 3, right: vec![4, 5] }, 3, vec![], vec![], None),
-            (Fault::Bridge { left: vec![1, 2], bridge: 3, right: vec![4, 5] }, 1, vec![4, 5], vec![4, 5], None),
-            (Fault::Bridge { left: vec![1, 2], bridge: 3, right: vec![4, 5] }, 5, vec![1, 2], vec![1, 2], None),
-            (Fault::OneWay { from: 1, to: vec![2, 3, 4, 5] }, 1, vec![], vec![2, 3, 4, 5], None),
-            (Fault::OneWay { from: 1, to: vec![2, 3, 4, 5] }, 3, vec![1], vec![], None),
-            (Fault::Loss { nodes: vec![2], percent: 20 }, 2, vec![], vec![], Some(20)),
-            (Fault::Loss { nodes: vec![2], percent: 20 }, 1, vec![], vec![], None),
+            (
+                Fault::Split {
+                    minority: vec![1, 2],
+                },
+                1,
+                vec![3, 4, 5],
+                vec![3, 4, 5],
+                None,
+            ),
+            (
+                Fault::Split {
+                    minority: vec![1, 2],
+                },
+                4,
+                vec![1, 2],
+                vec![1, 2],
+                None,
+            ),
+            (
+                Fault::Bridge {
+                    left: vec![1, 2],
+                    bridge: 3,
+                    right: vec![4, 5],
+                },
+                3,
+                vec![],
+                vec![],
+                None,
+            ),
+            (
+                Fault::Bridge {
+                    left: vec![1, 2],
+                    bridge: 3,
+                    right: vec![4, 5],
+                },
+                1,
+                vec![4, 5],
+                vec![4, 5],
+                None,
+            ),
+            (
+                Fault::Bridge {
+                    left: vec![1, 2],
+                    bridge: 3,
+                    right: vec![4, 5],
+                },
+                5,
+                vec![1, 2],
+                vec![1, 2],
+                None,
+            ),
+            (
+                Fault::OneWay {
+                    from: 1,
+                    to: vec![2, 3, 4, 5],
+                },
+                1,
+                vec![],
+                vec![2, 3, 4, 5],
+                None,
+            ),
+            (
+                Fault::OneWay {
+                    from: 1,
+                    to: vec![2, 3, 4, 5],
+                },
+                3,
+                vec![1],
+                vec![],
+                None,
+            ),
+            (
+                Fault::Loss {
+                    nodes: vec![2],
+                    percent: 20,
+                },
+                2,
+                vec![],
+                vec![],
+                Some(20),
+            ),
+            (
+                Fault::Loss {
+                    nodes: vec![2],
+                    percent: 20,
+                },
+                1,
+                vec![],
+                vec![],
+                None,
+            ),
             (Fault::Kill { node: 1 }, 1, vec![], vec![], None),
         ];
         for (fault, me, from, to, loss) in cases {
-            assert_eq!(blocked(&fault, me, &all), (ids(&from), ids(&to), loss), "{fault} at {me}");
+            assert_eq!(
+                blocked(&fault, me, &all),
+                (ids(&from), ids(&to), loss),
+                "{fault} at {me}"
+            );
         }
     }
 
@@ -109,9 +214,28 @@ mod tests {
         let all = [1, 2, 3];
         assert_eq!(ruleset(&Fault::Pause { node: 1 }, 1, &all, &addr), None);
         let text = ruleset(&Fault::Isolate { node: 1 }, 1, &all, &addr).unwrap();
-        assert!(text.contains("ip saddr { 10.0.0.2, 10.0.0.3 } drop;"), "{text}");
-        assert!(text.contains("ip daddr { 10.0.0.2, 10.0.0.3 } drop;"), "{text}");
-        let loss = ruleset(&Fault::Loss { nodes: vec![3], percent: 15 }, 3, &all, &addr).unwrap();
-        assert_eq!(loss.matches("numgen random mod 100 < 15 drop;").count(), 2, "{loss}");
+        assert!(
+            text.contains("ip saddr { 10.0.0.2, 10.0.0.3 } drop;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ip daddr { 10.0.0.2, 10.0.0.3 } drop;"),
+            "{text}"
+        );
+        let loss = ruleset(
+            &Fault::Loss {
+                nodes: vec![3],
+                percent: 15,
+            },
+            3,
+            &all,
+            &addr,
+        )
+        .unwrap();
+        assert_eq!(
+            loss.matches("numgen random mod 100 < 15 drop;").count(),
+            2,
+            "{loss}"
+        );
     }
 }

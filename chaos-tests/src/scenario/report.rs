@@ -39,7 +39,8 @@ pub fn table(outcomes: &[Outcome]) -> String {
             o.lost,
             o.broker_lost,
             o.violations.len(),
-            o.recovery_ms.map_or("-".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
+            o.recovery_ms
+                .map_or("-".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
         ));
     }
     out
@@ -62,7 +63,10 @@ mod tests {
             recovery_ms: Some(2500),
         };
         let t = table(&[o]);
-        assert!(t.ends_with("| kill | 7 | 3 | 1200 | 0 | 2 | 0 | 2.5 s |\n"), "{t}");
+        assert!(
+            t.ends_with("| kill | 7 | 3 | 1200 | 0 | 2 | 0 | 2.5 s |\n"),
+            "{t}"
+        );
         assert_eq!(
             replay_command("kill", 7),
             "cargo run -p starling-chaos --release -- run --scenario kill --seed 7"

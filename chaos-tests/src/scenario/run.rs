@@ -38,9 +38,20 @@ struct Running {
 }
 
 /// Runs `scenario` with `seed` using the `starling` binary `bin`; work files go under `base`.
-pub async fn run(scenario: &Scenario, seed: u64, bin: &Path, base: &Path) -> anyhow::Result<Outcome> {
+pub async fn run(
+    scenario: &Scenario,
+    seed: u64,
+    bin: &Path,
+    base: &Path,
+) -> anyhow::Result<Outcome> {
     let nodes: Vec<u64> = (1..=scenario.nodes as u64).collect();
-    let steps = schedule::generate(scenario.kinds, &nodes, seed, scenario.steps, scenario.membership);
+    let steps = schedule::generate(
+        scenario.kinds,
+        &nodes,
+        seed,
+        scenario.steps,
+        scenario.membership,
+    );
     println!("scenario {} seed {seed}: {}", scenario.name, scenario.about);
     for (i, step) in steps.iter().enumerate() {
         println!("  step {}: {step}", i + 1);
@@ -60,7 +71,9 @@ pub async fn run(scenario: &Scenario, seed: u64, bin: &Path, base: &Path) -> any
     };
     let broker = Mosquitto::start(broker_opts.clone()).await?;
     let placements: Vec<Placement> = nodes.iter().map(|id| placed(*id)).collect();
-    let cluster = ServeCluster::start_placed(bin, base, &placements, &format!("{BRIDGE_ADDR}:{port}"), "").await?;
+    let cluster =
+        ServeCluster::start_placed(bin, base, &placements, &format!("{BRIDGE_ADDR}:{port}"), "")
+            .await?;
     let mut running = Running {
         cluster,
         broker: Some(broker),
@@ -75,14 +88,26 @@ pub async fn run(scenario: &Scenario, seed: u64, bin: &Path, base: &Path) -> any
     let base_ts = now_ms() - 3_600_000;
     let (stop_tx, stop_rx) = watch::channel(false);
     let devices: Vec<mqtt::Device> = (0..DEVICES)
-        .map(|d| mqtt::Device::start(format!("chaos-d{d}"), "127.0.0.1".into(), port, base_ts, stop_rx.clone()))
+        .map(|d| {
+            mqtt::Device::start(
+                format!("chaos-d{d}"),
+                "127.0.0.1".into(),
+                port,
+                base_ts,
+                stop_rx.clone(),
+            )
+        })
         .collect();
     let writer = rules::RuleWriter::start(client_for(&running.cluster.profile())?, stop_rx.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     for step in &steps {
         let window = apply_step(&mut running, step, bin).await?;
-        println!("  healed: {} ({} ms)", window.description, window.healed_ms - window.started_ms);
+        println!(
+            "  healed: {} ({} ms)",
+            window.description,
+            window.healed_ms - window.started_ms
+        );
         let after = probe::recovery_after(&client, window.healed_ms).await;
         history.recoveries.push(Recovery {
             fault: window.description.clone(),
@@ -122,7 +147,11 @@ async fn wait_placed(client: &Client) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = client.cluster_shards().await {
-            let n: usize = r.ranges.iter().map(|r| (r.last - r.first + 1) as usize).sum();
+            let n: usize = r
+                .ranges
+                .iter()
+                .map(|r| (r.last - r.first + 1) as usize)
+                .sum();
             if n == SHARDS {
                 return Ok(());
             }
@@ -155,7 +184,9 @@ async fn apply_step(r: &mut Running, step: &Step, bin: &Path) -> anyhow::Result<
         Fault::Kill { node } => r.cluster.node_mut(*node)?.kill9().await?,
         Fault::Pause { node } => r.cluster.node(*node)?.pause()?,
         Fault::BrokerRestart => drop(r.broker.take()),
-        Fault::DiskFull { node } => filler = Some(lab::fill_disk(&r.cluster.node(*node)?.dir.join("data"))?),
+        Fault::DiskFull { node } => {
+            filler = Some(lab::fill_disk(&r.cluster.node(*node)?.dir.join("data"))?)
+        }
         network => r._lab.apply_network_fault(network)?,
     }
     tokio::time::sleep(half).await;
@@ -199,7 +230,10 @@ async fn membership(r: &mut Running, change: Membership, bin: &Path) -> anyhow::
     match change {
         Membership::Join(id) => {
             println!("  node {id} joins");
-            r.cluster.add_node_placed(id, &placed(id)).await.context("joining during a fault")
+            r.cluster
+                .add_node_placed(id, &placed(id))
+                .await
+                .context("joining during a fault")
         }
         Membership::Remove(id) => {
             println!("  node {id} removed (starling cluster remove)");
@@ -223,7 +257,12 @@ async fn membership(r: &mut Running, change: Membership, bin: &Path) -> anyhow::
 
 /// Reads stored points (until every acked one is there or 60 s pass), rules per node (until
 /// they agree or 30 s pass) and alarms.
-async fn observe_healed(r: &Running, client: &Client, base_ts: i64, h: &mut History) -> anyhow::Result<()> {
+async fn observe_healed(
+    r: &Running,
+    client: &Client,
+    base_ts: i64,
+    h: &mut History,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         for device in h.publishes.keys() {
@@ -236,7 +275,9 @@ async fn observe_healed(r: &Running, client: &Client, base_ts: i64, h: &mut Hist
                 }
             }
         }
-        let missing = checkers::acked_stored::losses(&h.publishes, &h.stored, &[]).starling.len();
+        let missing = checkers::acked_stored::losses(&h.publishes, &h.stored, &[])
+            .starling
+            .len();
         if missing == 0 || tokio::time::Instant::now() > deadline {
             break;
         }
@@ -257,7 +298,9 @@ async fn observe_healed(r: &Running, client: &Client, base_ts: i64, h: &mut Hist
             .map(|m| m.iter().map(|(k, v)| (k, v.version)).collect())
             .collect();
         let agree = versions.windows(2).all(|w| w[0] == w[1]);
-        if (agree && h.rules_by_node.len() == r.cluster.nodes.len()) || tokio::time::Instant::now() > deadline {
+        if (agree && h.rules_by_node.len() == r.cluster.nodes.len())
+            || tokio::time::Instant::now() > deadline
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -268,16 +311,34 @@ async fn observe_healed(r: &Running, client: &Client, base_ts: i64, h: &mut Hist
 
 fn judge(name: &str, seed: u64, steps: &[Step], h: &History, r: &Running) -> Outcome {
     let losses = checkers::acked_stored::losses(&h.publishes, &h.stored, &h.faults);
-    let logs: Vec<String> = r.cluster.nodes.iter().map(|n| observe::lease_log(&n.dir.join("data"))).collect();
+    let logs: Vec<String> = r
+        .cluster
+        .nodes
+        .iter()
+        .map(|n| observe::lease_log(&n.dir.join("data")))
+        .collect();
     let mut violations: Vec<Violation> = checkers::acked_stored::check(&losses);
     violations.extend(checkers::lease_overlap::check(&logs));
-    violations.extend(checkers::rules_converge::check(&h.rule_writes, &h.rules_by_node));
+    violations.extend(checkers::rules_converge::check(
+        &h.rule_writes,
+        &h.rules_by_node,
+    ));
     violations.extend(checkers::single_active_alarm::check(&h.alarms));
-    violations.extend(checkers::recovery::check(&h.recoveries, checkers::recovery::RECOVERY_BOUND_MS));
+    violations.extend(checkers::recovery::check(
+        &h.recoveries,
+        checkers::recovery::RECOVERY_BOUND_MS,
+    ));
     if !h.partial_reads.is_empty() {
-        println!("  note: reads still partial after healing for {:?}", h.partial_reads);
+        println!(
+            "  note: reads still partial after healing for {:?}",
+            h.partial_reads
+        );
     }
-    let rules_acked = h.rule_writes.iter().filter(|w| w.acked_version.is_some()).count();
+    let rules_acked = h
+        .rule_writes
+        .iter()
+        .filter(|w| w.acked_version.is_some())
+        .count();
     println!(
         "  history: {} publishes, {} PUBACKed; {} rule writes, {rules_acked} acknowledged; {} alarms",
         h.publishes.values().map(Vec::len).sum::<usize>(),

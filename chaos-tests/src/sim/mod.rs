@@ -44,7 +44,11 @@ enum SimFault {
 }
 
 fn host(i: u64) -> String {
-    if i == 0 { "leader".into() } else { format!("n{i}") }
+    if i == 0 {
+        "leader".into()
+    } else {
+        format!("n{i}")
+    }
 }
 
 fn faults(seed: u64) -> Vec<(u64, SimFault)> {
@@ -161,10 +165,10 @@ pub fn run_one(seed: u64, cfg: Config) -> Result<(), String> {
         return Err(format!("after calm, placement is unbalanced: {map:?}"));
     }
     for shard in 0..cfg.shards as u32 {
-        let served_now = s
-            .served
-            .get(&shard)
-            .is_some_and(|l| l.iter().any(|iv| iv.from <= end - 1_000 && iv.to >= end - 1_000));
+        let served_now = s.served.get(&shard).is_some_and(|l| {
+            l.iter()
+                .any(|iv| iv.from <= end - 1_000 && iv.to >= end - 1_000)
+        });
         if !served_now {
             return Err(format!("after calm, shard {shard} is served by nobody"));
         }
@@ -181,11 +185,17 @@ pub fn run_seeds(first: u64, n: u64) -> ExitCode {
         if let Err(e) = run_one(seed, cfg) {
             failed += 1;
             println!("seed {seed}: {e}");
-            println!("replay: cargo run -p starling-chaos --release -- sim --first {seed} --seeds 1");
+            println!(
+                "replay: cargo run -p starling-chaos --release -- sim --first {seed} --seeds 1"
+            );
         }
     }
     println!("sim: {} seeds, {} passed, {failed} failed", n, n - failed);
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 #[cfg(test)]

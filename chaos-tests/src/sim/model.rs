@@ -102,15 +102,7 @@ pub async fn leader(cfg: Config, nodes: Vec<u64>, shared: Rc<RefCell<Shared>>) -
                 let Some((node, sent)) = parse_heartbeat(&text) else { continue };
                 let now = true_ms();
                 last_seen.insert(node, now);
-                let mut s = shared.borrow_mut();
-                if s.up.insert(node) {
-                    rebalance(&mut s, cfg, now);
-                }
-                let shards: Vec<String> = s.map.iter().enumerate()
-                    .filter(|(_, o)| o.node == node && o.active_from <= now)
-                    .map(|(i, _)| i.to_string())
-                    .collect();
-                drop(s);
+                let shards = grantable(&mut shared.borrow_mut(), cfg, node, now);
                 let reply = format!("grant {sent} {} {}", sent + cfg.lease_ms, shards.join(","));
                 sock.send_to(reply.as_bytes(), from).await?;
             }
@@ -130,6 +122,19 @@ pub async fn leader(cfg: Config, nodes: Vec<u64>, shared: Rc<RefCell<Shared>>) -
             }
         }
     }
+}
+
+/// Marks `node` up (rebalancing when it was not) and lists the shards it may be granted now.
+fn grantable(s: &mut Shared, cfg: Config, node: u64, now: i64) -> Vec<String> {
+    if s.up.insert(node) {
+        rebalance(s, cfg, now);
+    }
+    s.map
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.node == node && o.active_from <= now)
+        .map(|(i, _)| i.to_string())
+        .collect()
 }
 
 /// Applies placement moves: shards of down nodes activate at once, shards taken from live
@@ -169,7 +174,12 @@ fn parse_grant(text: &str) -> Option<(i64, i64, Vec<u32>)> {
 }
 
 /// A node host; `drift` is its clock rate error (local = true × (1 + drift)).
-pub async fn node(cfg: Config, id: u64, drift: f64, shared: Rc<RefCell<Shared>>) -> turmoil::Result {
+pub async fn node(
+    cfg: Config,
+    id: u64,
+    drift: f64,
+    shared: Rc<RefCell<Shared>>,
+) -> turmoil::Result {
     let sock = socket().await?;
     let local = |t: i64| (t as f64 * (1.0 + drift)) as i64;
     let true_of = |l: i64| (l as f64 / (1.0 + drift)).ceil() as i64;
@@ -219,7 +229,10 @@ mod tests {
     fn messages_parse() {
         assert_eq!(parse_heartbeat("hb 3 1200"), Some((3, 1200)));
         assert_eq!(parse_heartbeat("grant 1 2 3"), None);
-        assert_eq!(parse_grant("grant 10 1510 0,5,7"), Some((10, 1510, vec![0, 5, 7])));
+        assert_eq!(
+            parse_grant("grant 10 1510 0,5,7"),
+            Some((10, 1510, vec![0, 5, 7]))
+        );
         assert_eq!(parse_grant("grant 10 1510 "), Some((10, 1510, vec![])));
         assert_eq!(parse_grant("grant x"), None);
     }

@@ -32,21 +32,28 @@ pub fn moves(map: &Map, live: &[u64]) -> Vec<(usize, u64)> {
     let mut map = map.clone();
     let mut c = counts(&map, live);
     let mut out = Vec::new();
-    for shard in 0..map.len() {
-        if !live.contains(&map[shard]) {
+    for (shard, owner) in map.iter_mut().enumerate() {
+        if !live.contains(owner) {
             let to = least_loaded(&c).expect("live is not empty");
             *c.get_mut(&to).expect("live node") += 1;
-            map[shard] = to;
+            *owner = to;
             out.push((shard, to));
         }
     }
     loop {
-        let (max_node, max) = c.iter().max_by_key(|(n, k)| (**k, std::cmp::Reverse(**n))).map(|(n, k)| (*n, *k)).expect("live");
+        let (max_node, max) = c
+            .iter()
+            .max_by_key(|(n, k)| (**k, std::cmp::Reverse(**n)))
+            .map(|(n, k)| (*n, *k))
+            .expect("live");
         let min_node = least_loaded(&c).expect("live");
         if max - c[&min_node] <= 1 {
             return out;
         }
-        let shard = map.iter().rposition(|o| *o == max_node).expect("max node owns a shard");
+        let shard = map
+            .iter()
+            .rposition(|o| *o == max_node)
+            .expect("max node owns a shard");
         map[shard] = min_node;
         *c.get_mut(&max_node).expect("live") -= 1;
         *c.get_mut(&min_node).expect("live") += 1;
@@ -78,8 +85,18 @@ mod tests {
         // (name, map, live, moves expected)
         let cases: Vec<(&str, Map, Vec<u64>, usize)> = vec![
             ("already balanced", vec![1, 2, 3, 1, 2, 3], vec![1, 2, 3], 0),
-            ("dead node's shards move", vec![1, 2, 3, 1, 2, 3], vec![1, 2], 2),
-            ("a joiner takes its share", vec![1, 2, 1, 2, 1, 2], vec![1, 2, 3], 2),
+            (
+                "dead node's shards move",
+                vec![1, 2, 3, 1, 2, 3],
+                vec![1, 2],
+                2,
+            ),
+            (
+                "a joiner takes its share",
+                vec![1, 2, 1, 2, 1, 2],
+                vec![1, 2, 3],
+                2,
+            ),
             ("everything on one node", vec![1; 8], vec![1, 2], 4),
             ("nobody alive", vec![1, 2], vec![], 0),
         ];

@@ -25,7 +25,11 @@ pub const PACE: Duration = Duration::from_millis(25);
 
 /// The temperature of message `seq` (see the module docs).
 pub fn temperature(seq: u64) -> f64 {
-    if (seq / 10) % 4 == 0 { 35.0 } else { 20.0 }
+    if (seq / 10).is_multiple_of(4) {
+        35.0
+    } else {
+        20.0
+    }
 }
 
 /// `ts` of message `seq`.
@@ -51,7 +55,13 @@ pub struct Device {
 
 impl Device {
     /// Starts publishing to the broker at `host:port` until `stop` turns true.
-    pub fn start(id: String, host: String, port: u16, base_ts_ms: i64, stop: watch::Receiver<bool>) -> Device {
+    pub fn start(
+        id: String,
+        host: String,
+        port: u16,
+        base_ts_ms: i64,
+        stop: watch::Receiver<bool>,
+    ) -> Device {
         let ops = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn(run(id.clone(), host, port, base_ts_ms, stop, ops.clone()));
         Device { id, ops, task }
@@ -124,7 +134,10 @@ mod tests {
 
     #[test]
     fn payload_and_pattern() {
-        assert_eq!(payload(1000, 3), r#"{"ts":1003,"seq":3,"values":{"temp":35.0}}"#);
+        assert_eq!(
+            payload(1000, 3),
+            r#"{"ts":1003,"seq":3,"values":{"temp":35.0}}"#
+        );
         let hot: Vec<u64> = (0..40).filter(|s| temperature(*s) > 30.0).collect();
         assert_eq!(hot, (0..10).collect::<Vec<_>>());
         assert_eq!(temperature(55), 20.0);

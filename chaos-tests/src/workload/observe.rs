@@ -12,7 +12,11 @@ use crate::history::{AlarmRecord, RuleState};
 
 /// Sequence numbers stored for `device` (points whose `ts` is `base + seq`), and whether the
 /// cluster marked any page partial (a holder of the device's history did not answer).
-pub async fn stored_seqs(client: &Client, device: &str, base_ts_ms: i64) -> anyhow::Result<(BTreeSet<u64>, bool)> {
+pub async fn stored_seqs(
+    client: &Client,
+    device: &str,
+    base_ts_ms: i64,
+) -> anyhow::Result<(BTreeSet<u64>, bool)> {
     let (mut seqs, mut partial, mut token) = (BTreeSet::new(), false, String::new());
     loop {
         let page = client

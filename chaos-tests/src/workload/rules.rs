@@ -31,7 +31,9 @@ pub fn document(marker: i64) -> (String, String) {
 /// The marker of a stored rule document (its threshold value), if it is one of ours.
 pub fn marker_of(document: &str) -> Option<i64> {
     let v: serde_json::Value = serde_json::from_str(document).ok()?;
-    v["condition"]["threshold"]["value"].as_f64().map(|x| x as i64)
+    v["condition"]["threshold"]["value"]
+        .as_f64()
+        .map(|x| x as i64)
 }
 
 /// The running writer; [`RuleWriter::finish`] returns its history.
@@ -49,7 +51,11 @@ impl RuleWriter {
             while !*stop.borrow() {
                 marker += 1;
                 let (rule_id, doc) = document(marker);
-                let acked_version = client.apply_rule(&doc, "json").await.ok().map(|r| r.version);
+                let acked_version = client
+                    .apply_rule(&doc, "json")
+                    .await
+                    .ok()
+                    .map(|r| r.version);
                 record.lock().expect("ops lock").push(RuleWriteOp {
                     rule_id,
                     marker,
