@@ -4,20 +4,26 @@
 //! after the point is durably stored, and its promise covers the broker → Starling hop; the
 //! README's "nothing is acknowledged before it is durable". The device's PUBACK comes from the
 //! broker, so a point the broker acknowledged and then lost in its own crash is the broker's
-//! loss (DESIGN.md §5: "chaos tests report broker-crash losses separately"): a lost point
-//! acknowledged before a broker crash is counted under [`Losses::broker`], not as a violation.
+//! loss (DESIGN.md §5: "chaos tests report broker-crash losses separately"). A lost point is
+//! counted under [`Losses::broker`], not as a violation, when it was acknowledged inside a
+//! broker crash window: from [`BROKER_QUEUE_MS`] before the crash (what the in-memory broker
+//! still held queued for a subscriber) until every node had subscribed again after the restart
+//! (what the restarted broker acknowledged with no subscriber is dropped by it).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Violation;
 use crate::history::{FaultWindow, PublishOp};
 
+/// How long before its crash a broker may still have held an acknowledged point queued.
+pub const BROKER_QUEUE_MS: i64 = 10_000;
+
 /// Lost acknowledged points, split by whose promise they broke.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Losses {
-    /// (device, seq) acknowledged, not stored, and no broker crash after the ack: Starling's.
+    /// (device, seq) acknowledged, not stored, outside every broker crash window: Starling's.
     pub starling: Vec<(String, u64)>,
-    /// (device, seq) acknowledged before a broker crash and not stored: the broker's.
+    /// (device, seq) acknowledged inside a broker crash window and not stored: the broker's.
     pub broker: Vec<(String, u64)>,
 }
 
@@ -27,10 +33,10 @@ pub fn losses(
     stored: &BTreeMap<String, BTreeSet<u64>>,
     faults: &[FaultWindow],
 ) -> Losses {
-    let crashes: Vec<i64> = faults
+    let crashes: Vec<(i64, i64)> = faults
         .iter()
         .filter(|f| f.broker_crash)
-        .map(|f| f.started_ms)
+        .map(|f| (f.started_ms - BROKER_QUEUE_MS, f.healed_ms))
         .collect();
     let empty = BTreeSet::new();
     let mut out = Losses::default();
@@ -42,7 +48,10 @@ pub fn losses(
                 continue;
             }
             let entry = (device.clone(), op.seq);
-            if crashes.iter().any(|crash| acked <= *crash) {
+            if crashes
+                .iter()
+                .any(|(from, to)| (*from..=*to).contains(&acked))
+            {
                 out.broker.push(entry);
             } else {
                 out.starling.push(entry);
@@ -130,18 +139,34 @@ mod tests {
                 0,
             ),
             (
-                "lost before a broker crash",
-                vec![op(1, Some(5))],
+                "lost just before a broker crash",
+                vec![op(1, Some(20_005))],
                 vec![],
-                vec![crash(9)],
+                vec![crash(20_009)],
                 0,
                 1,
             ),
             (
-                "lost after the broker crash",
-                vec![op(1, Some(50))],
+                "lost while the broker restarted",
+                vec![op(1, Some(20_015))],
                 vec![],
-                vec![crash(9)],
+                vec![crash(20_009)],
+                0,
+                1,
+            ),
+            (
+                "lost after the broker's window",
+                vec![op(1, Some(20_050))],
+                vec![],
+                vec![crash(20_009)],
+                1,
+                0,
+            ),
+            (
+                "lost long before the crash",
+                vec![op(1, Some(5))],
+                vec![],
+                vec![crash(20_009)],
                 1,
                 0,
             ),

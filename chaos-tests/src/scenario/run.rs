@@ -71,9 +71,10 @@ pub async fn run(
     };
     let broker = Mosquitto::start(broker_opts.clone()).await?;
     let placements: Vec<Placement> = nodes.iter().map(|id| placed(*id)).collect();
-    let cluster =
-        ServeCluster::start_placed(bin, base, &placements, &format!("{BRIDGE_ADDR}:{port}"), "")
-            .await?;
+    // Five bootstrapped nodes are five voters (DESIGN.md §2: 3 or 5).
+    let extra = format!("max_voters = {}", if scenario.nodes >= 5 { 5 } else { 3 });
+    let broker_addr = format!("{BRIDGE_ADDR}:{port}");
+    let cluster = ServeCluster::start_placed(bin, base, &placements, &broker_addr, &extra).await?;
     let mut running = Running {
         cluster,
         broker: Some(broker),
@@ -194,10 +195,17 @@ async fn apply_step(r: &mut Running, step: &Step, bin: &Path) -> anyhow::Result<
         membership(r, change, bin).await?;
     }
     tokio::time::sleep(half).await;
+    // Recovery is timed from the start of the heal, so a restart's start-up counts.
+    let healed_ms = now_ms();
     match &step.fault {
         Fault::Kill { node } => r.cluster.node_mut(*node)?.restart().await?,
         Fault::Pause { node } => r.cluster.node(*node)?.resume()?,
-        Fault::BrokerRestart => r.broker = Some(restart_broker(&r.broker_opts).await?),
+        Fault::BrokerRestart => {
+            r.broker = Some(restart_broker(&r.broker_opts).await?);
+            // The broker's window lasts until every node has subscribed again: what it
+            // acknowledges before that has no subscriber and is dropped (its promise).
+            wait_all_ready(&mut r.cluster).await?;
+        }
         Fault::DiskFull { .. } => {
             if let Some(path) = filler {
                 std::fs::remove_file(path)?;
@@ -208,9 +216,23 @@ async fn apply_step(r: &mut Running, step: &Step, bin: &Path) -> anyhow::Result<
     Ok(FaultWindow {
         description: step.fault.to_string(),
         started_ms,
-        healed_ms: now_ms(),
+        healed_ms: if step.fault == Fault::BrokerRestart {
+            now_ms()
+        } else {
+            healed_ms
+        },
         broker_crash: step.fault == Fault::BrokerRestart,
     })
+}
+
+/// Waits until every running node answers `/readyz` (leader known, MQTT subscription granted).
+async fn wait_all_ready(cluster: &mut ServeCluster) -> anyhow::Result<()> {
+    for node in &mut cluster.nodes {
+        if node.is_running() {
+            node.wait_ready().await?;
+        }
+    }
+    Ok(())
 }
 
 async fn restart_broker(opts: &MosquittoOptions) -> anyhow::Result<Mosquitto> {
