@@ -35,7 +35,39 @@ pub struct ServeNode {
     starts: u32,
     /// Extra environment of the process (e.g. fault-injection switches).
     pub env: Vec<(String, String)>,
+    /// Where the node listens and is reached: 127.0.0.1, or its own address in a network
+    /// namespace ([`Placement`]).
+    host: String,
+    /// The network namespace the process runs in (`ip netns exec NAME`), if any.
+    netns: Option<String>,
 }
+
+/// Where one node of a [`ServeCluster`] runs: loopback (the default) or its own network
+/// namespace with its own address, as the chaos harness places nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The address the node listens on and peers, clients and the admin probe dial.
+    pub host: String,
+    /// The namespace to run the process in; `None` runs it in the caller's namespace.
+    pub netns: Option<String>,
+}
+
+impl Placement {
+    /// 127.0.0.1 in the caller's namespace, with ports picked by [`free_port`].
+    pub fn loopback() -> Placement {
+        Placement {
+            host: "127.0.0.1".to_owned(),
+            netns: None,
+        }
+    }
+
+    fn is_loopback(&self) -> bool {
+        self.netns.is_none() && self.host == "127.0.0.1"
+    }
+}
+
+/// Ports of a node in its own namespace: it has the address to itself, so they are fixed.
+const NETNS_PORTS: (u16, u16, u16) = (7610, 7600, 8080);
 
 impl ServeNode {
     pub fn config_path(&self) -> PathBuf {
@@ -52,11 +84,26 @@ impl ServeNode {
     }
 
     pub fn peer_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.peer_port)
+        format!("{}:{}", self.host, self.peer_port)
     }
 
     pub fn client_endpoint(&self) -> String {
-        format!("https://127.0.0.1:{}", self.client_port)
+        format!("https://{}:{}", self.host, self.client_port)
+    }
+
+    /// The address the node listens on (127.0.0.1 unless placed in a namespace).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The network namespace the node runs in, if any.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
+    /// The process id while running (signals, `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
     }
 
     pub fn log_tail(&self, n: usize) -> String {
@@ -68,7 +115,16 @@ impl ServeNode {
         self.starts += 1;
         let header = format!("start #{} of node {}", self.starts, self.id);
         let (stdout, stderr) = append_log(&self.log_path(), &header)?;
-        let child = Command::new(&self.bin)
+        // `ip netns exec` enters the namespace and execs the binary: the pid stays the node's.
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(self.config_path())
@@ -98,7 +154,7 @@ impl ServeNode {
                 self.child = None;
                 bail!("node {} exited ({status}):\n{}", self.id, self.log_tail(40));
             }
-            if let Ok(r) = http::get(self.http_port, "/readyz").await
+            if let Ok(r) = http::get_from(&self.host, self.http_port, "/readyz").await
                 && r.status == 200
             {
                 return Ok(());
@@ -173,6 +229,19 @@ impl ServeCluster {
         broker: &str,
         cluster_extra: &str,
     ) -> anyhow::Result<ServeCluster> {
+        let placements = vec![Placement::loopback(); n];
+        Self::start_placed(bin, base, &placements, broker, cluster_extra).await
+    }
+
+    /// Like [`start`](Self::start), with node `i + 1` at `placements[i]` (the chaos harness
+    /// puts each node in its own network namespace).
+    pub async fn start_placed(
+        bin: &Path,
+        base: &Path,
+        placements: &[Placement],
+        broker: &str,
+        cluster_extra: &str,
+    ) -> anyhow::Result<ServeCluster> {
         let certs = base.join("certs");
         run(bin, &["certs", "init", "--dir", path_str(&certs)?]).await?;
         let mut cluster = ServeCluster {
@@ -182,8 +251,9 @@ impl ServeCluster {
             broker: broker.to_owned(),
             cluster_extra: cluster_extra.to_owned(),
         };
-        for id in 1..=n as u64 {
-            cluster.nodes.push(cluster.new_node(id).await?);
+        for (i, placement) in placements.iter().enumerate() {
+            let node = cluster.new_node(i as u64 + 1, placement).await?;
+            cluster.nodes.push(node);
         }
         let voters: Vec<String> = cluster
             .nodes
@@ -204,22 +274,39 @@ impl ServeCluster {
         Ok(cluster)
     }
 
-    async fn new_node(&self, id: u64) -> anyhow::Result<ServeNode> {
+    async fn new_node(&self, id: u64, placement: &Placement) -> anyhow::Result<ServeNode> {
         let dir = self.base.join(format!("node{id}"));
         std::fs::create_dir_all(&dir)?;
         let certs = self.base.join("certs");
-        run(
-            &self.bin,
-            &[
-                "certs",
-                "node",
-                "--dir",
-                path_str(&certs)?,
-                "--id",
-                &id.to_string(),
-            ],
-        )
-        .await?;
+        let id_text = id.to_string();
+        let mut args = vec![
+            "certs",
+            "node",
+            "--dir",
+            path_str(&certs)?,
+            "--id",
+            &id_text,
+        ];
+        if !placement.is_loopback() {
+            args.extend(["--host", &placement.host]);
+        }
+        run(&self.bin, &args).await?;
+        if !placement.is_loopback() {
+            let (peer_port, client_port, http_port) = NETNS_PORTS;
+            return Ok(ServeNode {
+                id,
+                dir,
+                peer_port,
+                client_port,
+                http_port,
+                bin: self.bin.clone(),
+                child: None,
+                starts: 0,
+                env: Vec::new(),
+                host: placement.host.clone(),
+                netns: placement.netns.clone(),
+            });
+        }
         // `free_port` may hand out a port twice (it is free again once probed): keep the
         // node's three ports distinct from each other and from the other nodes'.
         let mut taken: Vec<u16> = self
@@ -245,6 +332,8 @@ impl ServeCluster {
             child: None,
             starts: 0,
             env: Vec::new(),
+            host: placement.host.clone(),
+            netns: None,
         })
     }
 
@@ -252,11 +341,12 @@ impl ServeCluster {
         let node = &self.nodes[index];
         let certs = self.base.join("certs");
         let text = format!(
-            "node_id = {id}\ndata_dir = \"{data}\"\n\n[listen]\npeer = \"127.0.0.1:{peer}\"\n\
-             client = \"127.0.0.1:{client}\"\nhttp = \"127.0.0.1:{http}\"\n\n[tls]\n\
+            "node_id = {id}\ndata_dir = \"{data}\"\n\n[listen]\npeer = \"{host}:{peer}\"\n\
+             client = \"{host}:{client}\"\nhttp = \"{host}:{http}\"\n\n[tls]\n\
              ca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[cluster]\n{membership}\n\
              {extra}\n\n[mqtt]\nbroker = \"{broker}\"\n",
             id = node.id,
+            host = node.host,
             data = node.dir.join("data").display(),
             peer = node.peer_port,
             client = node.client_port,
@@ -334,7 +424,12 @@ impl ServeCluster {
     /// Adds node `id`, joining through the peer ports of the current nodes, and waits until
     /// it is ready.
     pub async fn add_node(&mut self, id: u64) -> anyhow::Result<()> {
-        let node = self.new_node(id).await?;
+        self.add_node_placed(id, &Placement::loopback()).await
+    }
+
+    /// Like [`add_node`](Self::add_node), with the new node at `placement`.
+    pub async fn add_node_placed(&mut self, id: u64, placement: &Placement) -> anyhow::Result<()> {
+        let node = self.new_node(id, placement).await?;
         let peers: Vec<String> = self
             .nodes
             .iter()

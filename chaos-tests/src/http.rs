@@ -25,9 +25,15 @@ pub struct HttpResponse {
 
 /// `GET http://127.0.0.1:{port}{path}`, bounded by [`REQUEST_TIMEOUT`].
 pub async fn get(port: u16, path: &str) -> anyhow::Result<HttpResponse> {
+    get_from("127.0.0.1", port, path).await
+}
+
+/// `GET http://{host}:{port}{path}`, bounded by [`REQUEST_TIMEOUT`]. `host` is 127.0.0.1 or
+/// the address of a node in one of the chaos harness's own network namespaces.
+pub async fn get_from(host: &str, port: u16, path: &str) -> anyhow::Result<HttpResponse> {
     let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+        let mut stream = TcpStream::connect((host, port)).await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut raw = Vec::new();
         stream
@@ -38,9 +44,9 @@ pub async fn get(port: u16, path: &str) -> anyhow::Result<HttpResponse> {
     };
     let raw = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .with_context(|| format!("GET 127.0.0.1:{port}{path} timed out"))?
-        .with_context(|| format!("GET 127.0.0.1:{port}{path}"))?;
-    parse_response(&raw).with_context(|| format!("GET 127.0.0.1:{port}{path}"))
+        .with_context(|| format!("GET {host}:{port}{path} timed out"))?
+        .with_context(|| format!("GET {host}:{port}{path}"))?;
+    parse_response(&raw).with_context(|| format!("GET {host}:{port}{path}"))
 }
 
 /// Parses a complete HTTP/1.x response: status line, headers (ignored), body.

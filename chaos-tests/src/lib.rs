@@ -17,18 +17,33 @@
 //! - [`http`]: a minimal HTTP/1.0 GET for `/healthz` and `/metrics`, so fixtures need no HTTP
 //!   client crate.
 //!
+//! The chaos suite (binary `starling-chaos`, see README.md in this crate):
+//! - [`lab`]: network namespaces, a bridge, nftables faults, tmpfs data dirs (root only).
+//! - [`schedule`]: the seeded nemesis schedule (pure).
+//! - [`workload`]: MQTT QoS 1 devices, SDK rule writes, the recovery probe, post-heal reads.
+//! - [`history`]: what a run records; [`checkers`]: one invariant per file, pure.
+//! - [`scenario`]: the catalogue, the runner and the results table.
+//! - [`sim`]: deterministic simulation (turmoil) of the lease and placement protocol.
+//!
 //! ## What this crate does not do
-//! It never reaches beyond 127.0.0.1, never links the node crate (it drives the binary, so a
+//! It never reaches beyond 127.0.0.1 and the lab's own namespaces, never links the node crate (it drives the binary, so a
 //! test sees exactly what a user sees), and never waits without a bound: every wait has a
 //! deadline and fails with the process's log tail.
 
+pub mod checkers;
 pub mod cluster;
+pub mod history;
 pub mod http;
+pub mod lab;
 pub mod load;
 pub mod metrics;
 pub mod mosquitto;
 pub mod node;
 mod process;
+pub mod scenario;
+pub mod schedule;
+pub mod sim;
+pub mod workload;
 
 pub use mosquitto::{Mosquitto, MosquittoOptions};
 pub use node::{NodeOptions, StarlingNode};
