@@ -262,11 +262,24 @@ pub async fn run(
     let ingest = tokio::spawn(ingest::mqtt::run(mqtt_cfg, sink, stop_rx.clone()));
 
     tracing::info!(node = config.node_id, "node running");
-    shutdown.await;
-    tracing::info!("shutting down: draining ingest");
+    let failed = tokio::select! {
+        // Asked to stop.
+        _ = shutdown => None,
+        // The control plane stopped on an error (a full disk, say): without it this node can
+        // neither serve nor follow rule changes, so it stops and exits non-zero, and its
+        // supervisor restarts it once the cause is fixed.
+        reason = control_plane_failed(control.clone()) => Some(reason),
+    };
+    match &failed {
+        None => tracing::info!("shutting down: draining ingest"),
+        Some(reason) => tracing::error!(%reason, "control plane stopped: shutting the node down"),
+    }
     let _ = stop_tx.send(true);
 
-    let mut result = Ok(());
+    let mut result = match failed {
+        None => Ok(()),
+        Some(reason) => Err(NodeError::Control(crate::raft::ControlError::fatal(reason))),
+    };
     // Ingest finishes its in-flight messages and acks them; a store that hangs must not hang
     // the stop forever (what is not acked is redelivered by the broker).
     match tokio::time::timeout(INGEST_DRAIN_TIMEOUT, ingest).await {
@@ -335,6 +348,19 @@ fn split_host_port(addr: &str) -> Result<(String, u16), NodeError> {
 
 /// `starling dev`: one node with an embedded broker (unless `--broker`), embedded store and
 /// dev certificates, in the foreground until SIGINT or SIGTERM.
+/// Resolves when openraft has stopped on a fatal error, with the error; never otherwise.
+async fn control_plane_failed(control: ControlPlane) -> String {
+    let mut metrics = control.raft().metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 pub async fn run_dev(args: crate::cli::DevArgs) -> Result<(), NodeError> {
     let data_dir: PathBuf = args.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(io(format!("create {}", data_dir.display())))?;
