@@ -16,6 +16,24 @@ struct MemState {
     nodes: BTreeMap<u64, NodeInfo>,
     history: BTreeMap<(ShardId, u64), (u64, i64)>,
     rule_history: Vec<Rule>,
+    timers: BTreeMap<(ShardId, DeviceKey, String), crate::rules::pending::PendingTimers>,
+}
+
+impl super::TimerState for MemState {
+    fn put_timers(
+        &mut self,
+        shard: ShardId,
+        device: &DeviceKey,
+        rule_id: &str,
+        timers: Option<&crate::rules::pending::PendingTimers>,
+    ) -> Result<(), Infallible> {
+        let key = (shard, device.clone(), rule_id.to_owned());
+        match timers {
+            Some(t) => self.timers.insert(key, t.clone()),
+            None => self.timers.remove(&key),
+        };
+        Ok(())
+    }
 }
 
 impl ControlState for MemState {
@@ -153,6 +171,7 @@ fn clear(epoch: u64) -> ControlCommand {
         device: dev(),
         rule_id: "hot".into(),
         at_ms: 3000,
+        reason: None,
     }
 }
 
@@ -195,6 +214,7 @@ fn kind(r: &ControlResponse) -> String {
             format!("version {version} {}", transitions_of(events))
         }
         ControlResponse::Alarm(events) => format!("alarm {}", transitions_of(events)),
+        ControlResponse::TimersSet => "timers set".into(),
         ControlResponse::Rejected(r) => format!("rejected: {r}"),
     }
 }
