@@ -128,7 +128,12 @@ impl Actor for DeviceActor {
         for p in args.store.latest(&args.key).await? {
             core.last_values.insert(p.metric, (p.ts_ms, p.value));
         }
-        let resumed = core.resume(&rules, &active, records.into_iter().collect(), wall_clock_ms());
+        let resumed = core.resume(
+            &rules,
+            &active,
+            records.into_iter().collect(),
+            wall_clock_ms(),
+        );
         let check = (args.settings.idle_timeout / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(30));
         myself.send_interval(check, || DeviceMsg::IdleCheck);
@@ -180,7 +185,8 @@ impl Actor for DeviceActor {
                 let rules = state.args.control.rules();
                 let effects = state.core.on_rules_changed(wall_clock_ms(), &rules);
                 if !effects.is_empty() {
-                    let span = tracing::info_span!("device.rules_changed", device = %state.args.key);
+                    let span =
+                        tracing::info_span!("device.rules_changed", device = %state.args.key);
                     let _entered = span.enter();
                     state.start_effects(effects, None, myself.clone());
                 }

@@ -257,7 +257,9 @@ mod tests {
                 Effect::Persist(p) => format!("P{}", p.len()),
                 Effect::Raise(r) => format!("R@{}", r.at_ms),
                 Effect::Clear { at_ms, .. } => format!("C@{at_ms}"),
-                Effect::Timers { timers: Some(_), .. } => "T+".into(),
+                Effect::Timers {
+                    timers: Some(_), ..
+                } => "T+".into(),
                 Effect::Timers { timers: None, .. } => "T-".into(),
             })
             .collect()
@@ -386,21 +388,25 @@ mod tests {
         assert_eq!(st.next_deadline(), None);
         assert_eq!(
             summary(&st.on_samples(&[sample(Some(5), 1.0)], 1_000, &rules)),
-            ["P1"]
+            ["P1", "T+"],
+            "the watch is armed: its record is written once"
         );
         assert_eq!(st.next_deadline(), Some(61_000));
         assert!(st.on_tick(60_999, &rules).is_empty());
         let fired = st.on_tick(61_000, &rules);
         assert!(matches!(
             &fired[..],
-            [Effect::Raise(AlarmRaise { rule_id, at_ms: 61_000, .. })] if rule_id == "offline"
+            [
+                Effect::Raise(AlarmRaise { rule_id, at_ms: 61_000, .. }),
+                Effect::Timers { timers: None, .. },
+            ] if rule_id == "offline"
         ));
         assert_eq!(st.next_deadline(), None);
         assert!(st.on_tick(1_000_000, &rules).is_empty());
         // Data again: cleared at the sample's event time.
         assert_eq!(
             summary(&st.on_samples(&[sample(Some(70_000), 1.0)], 70_000, &rules)),
-            ["P1", "C@70000"]
+            ["P1", "C@70000", "T+"]
         );
     }
 

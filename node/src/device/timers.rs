@@ -54,7 +54,11 @@ impl DeviceState {
     /// last write (or whose rule is gone). Updates what counts as written.
     pub fn timer_changes(&mut self) -> Vec<Effect> {
         let mut effects = Vec::new();
-        let mut ids: Vec<&String> = self.rules.keys().chain(self.committed_timers.keys()).collect();
+        let mut ids: Vec<&String> = self
+            .rules
+            .keys()
+            .chain(self.committed_timers.keys())
+            .collect();
         ids.sort();
         ids.dedup();
         let ids: Vec<String> = ids.into_iter().cloned().collect();
@@ -109,5 +113,211 @@ impl DeviceState {
         }
         effects.extend(self.timer_changes());
         effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DeviceKey, RuleDoc, Sample, Selector, Value};
+
+    fn rule(id: &str, condition: &str, version: u64) -> Rule {
+        Rule {
+            doc: RuleDoc {
+                id: id.into(),
+                tenant: None,
+                selector: Selector::default(),
+                condition: serde_json::from_str(condition).expect("condition"),
+                severity: "major".into(),
+                notify: Vec::new(),
+            },
+            version,
+            updated_at_ms: 0,
+        }
+    }
+
+    const HOT_FOR60: &str = r#"{"threshold":{"metric":"t","op":">","value":30,"for":"60s"}}"#;
+
+    fn hot(ts: i64, x: f64) -> Sample {
+        Sample {
+            ts_ms: Some(ts),
+            seq: None,
+            values: vec![("t".into(), Value::Number(x))],
+        }
+    }
+
+    /// `P` persist, `R@`/`C@` alarm transitions, `T+`/`T-` record written/removed.
+    fn summary(effects: &[Effect]) -> Vec<String> {
+        effects
+            .iter()
+            .map(|e| match e {
+                Effect::Persist(_) => "P".into(),
+                Effect::Raise(r) => format!("R@{}", r.at_ms),
+                Effect::Clear { at_ms, .. } => format!("C@{at_ms}"),
+                Effect::Timers {
+                    timers: Some(_), ..
+                } => "T+".into(),
+                Effect::Timers { timers: None, .. } => "T-".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_are_written_only_when_a_run_starts_or_ends() {
+        let rules = vec![rule("r", HOT_FOR60, 1)];
+        let mut st = DeviceState::new(DeviceKey::default_tenant("d"));
+        // (samples at receive time = event time, expected effects)
+        let steps: Vec<(Sample, &[&str])> = vec![
+            (hot(0, 31.0), &["P", "T+"]),
+            (hot(1_000, 32.0), &["P"]),
+            (hot(2_000, 33.0), &["P"]),
+            (hot(3_000, 20.0), &["P", "T-"]),
+            (hot(4_000, 31.0), &["P", "T+"]),
+            (hot(64_000, 31.0), &["P", "R@64000", "T-"]),
+            (hot(65_000, 31.0), &["P"]),
+        ];
+        for (i, (s, want)) in steps.into_iter().enumerate() {
+            let rx = s.ts_ms.unwrap_or(0);
+            assert_eq!(summary(&st.on_samples(&[s], rx, &rules)), want, "step {i}");
+        }
+    }
+
+    #[test]
+    fn resume_table() {
+        let rules = vec![rule("r", HOT_FOR60, 1)];
+        let run = PendingTimers {
+            rule_version: 1,
+            leaves: vec![crate::rules::pending::LeafTimer::For {
+                leaf: 0,
+                since_ms: 1_000,
+                deadline_ms: 61_000,
+                metric: "t".into(),
+                value: Value::Number(31.0),
+            }],
+        };
+        // (name, records, resume time, effects of resume, tick time, effects of the tick)
+        type Case = (
+            &'static str,
+            Vec<(&'static str, PendingTimers)>,
+            i64,
+            &'static [&'static str],
+            i64,
+            &'static [&'static str],
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "future deadline: nothing until it",
+                vec![("r", run.clone())],
+                30_000,
+                &[],
+                60_999,
+                &[],
+            ),
+            (
+                "future deadline fires at it",
+                vec![("r", run.clone())],
+                30_000,
+                &[],
+                61_000,
+                &["R@61000", "T-"],
+            ),
+            (
+                "passed deadline fires at once",
+                vec![("r", run.clone())],
+                90_000,
+                &[],
+                90_000,
+                &["R@61000", "T-"],
+            ),
+            (
+                "record of a deleted rule is removed",
+                vec![("gone", run.clone())],
+                30_000,
+                &["T-"],
+                90_000,
+                &[],
+            ),
+            (
+                "record of an older rule version is removed",
+                vec![(
+                    "r",
+                    PendingTimers {
+                        rule_version: 0,
+                        ..run.clone()
+                    },
+                )],
+                30_000,
+                &["T-"],
+                90_000,
+                &[],
+            ),
+        ];
+        for (name, records, at, want_resume, tick, want_tick) in cases {
+            let mut st = DeviceState::new(DeviceKey::default_tenant("d"));
+            let records = records
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            assert_eq!(
+                summary(&st.resume(&rules, &[], records, at)),
+                want_resume,
+                "{name}: resume"
+            );
+            assert_eq!(
+                summary(&st.on_tick(tick, &rules)),
+                want_tick,
+                "{name}: tick"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_update_clears_an_open_alarm_with_reason_and_version() {
+        let v1 = vec![rule(
+            "r",
+            r#"{"threshold":{"metric":"t","op":">","value":30}}"#,
+            1,
+        )];
+        let mut st = DeviceState::new(DeviceKey::default_tenant("d"));
+        assert_eq!(
+            summary(&st.on_samples(&[hot(1_000, 35.0)], 1_000, &v1)),
+            ["P", "R@1000"]
+        );
+        let v2 = vec![rule(
+            "r",
+            r#"{"threshold":{"metric":"t","op":">","value":40}}"#,
+            7,
+        )];
+        let effects = st.on_rules_changed(9_000, &v2);
+        assert_eq!(
+            effects,
+            [Effect::Clear {
+                rule_id: "r".into(),
+                at_ms: 9_000,
+                reason: Some(rule_updated_reason(7)),
+            }]
+        );
+        assert!(rule_updated_reason(7).contains("version 7"));
+        assert!(!st.is_active("r"));
+        // Nothing more to do once re-evaluated.
+        assert!(st.on_rules_changed(9_500, &v2).is_empty());
+    }
+
+    #[test]
+    fn rule_update_keeps_an_alarm_the_new_version_supports() {
+        let v1 = vec![rule(
+            "r",
+            r#"{"threshold":{"metric":"t","op":">","value":30}}"#,
+            1,
+        )];
+        let mut st = DeviceState::new(DeviceKey::default_tenant("d"));
+        st.on_samples(&[hot(1_000, 45.0)], 1_000, &v1);
+        let v2 = vec![rule(
+            "r",
+            r#"{"threshold":{"metric":"t","op":">","value":40}}"#,
+            2,
+        )];
+        assert!(st.on_rules_changed(9_000, &v2).is_empty());
+        assert!(st.is_active("r"));
     }
 }

@@ -12,10 +12,10 @@
 use crate::model::{Alarm, AlarmEvent, AlarmStatus, DeviceKey, Rule, Transition};
 use crate::shard::ShardId;
 
-use super::timers::{self, TimerState};
 use super::command::{
     ControlCommand, ControlResponse, ENTRY_FORMAT, Entry, NodeInfo, NodeState, Rejection,
 };
+use super::timers::{self, TimerState};
 
 /// Message of alarms cleared because their rule was deleted.
 pub const RULE_DELETED: &str = "rule deleted";
@@ -118,11 +118,7 @@ impl Outcome {
 }
 
 /// Applies the entry committed at log `index` to `state`.
-pub fn apply<S: TimerState>(
-    state: &mut S,
-    index: u64,
-    entry: &Entry,
-) -> Result<Outcome, S::Error> {
+pub fn apply<S: TimerState>(state: &mut S, index: u64, entry: &Entry) -> Result<Outcome, S::Error> {
     if entry.format == 0 || entry.format > ENTRY_FORMAT {
         return Ok(reject(Rejection::UnknownFormat(entry.format)));
     }

@@ -110,7 +110,12 @@ mod tests {
         };
         let cases: Vec<(&str, Option<PendingTimers>, Option<PendingTimers>, bool)> = vec![
             ("both none", None, None, true),
-            ("armed vs none", Some(rec(1, vec![for_timer(0, 10)])), None, false),
+            (
+                "armed vs none",
+                Some(rec(1, vec![for_timer(0, 10)])),
+                None,
+                false,
+            ),
             (
                 "same run",
                 Some(rec(1, vec![for_timer(0, 10)])),

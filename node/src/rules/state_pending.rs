@@ -85,3 +85,7 @@ impl RuleState {
         self.on_point(rule, ts_ms, values, now)
     }
 }
+
+#[cfg(test)]
+#[path = "state_pending_tests.rs"]
+mod tests;
