@@ -65,7 +65,9 @@ async fn for_timer_fires_on_the_new_owner_at_the_original_deadline() {
     let mut devices = Vec::new();
     let mut since = Vec::new();
     for name in [&silent, &chatty] {
-        let mut d = Device::connect(tc.broker.port(), name).await.expect("device");
+        let mut d = Device::connect(tc.broker.port(), name)
+            .await
+            .expect("device");
         let ts = now_ms();
         d.send(format!(r#"{{"ts": {ts}, "temp": 40}}"#))
             .await
@@ -76,7 +78,10 @@ async fn for_timer_fires_on_the_new_owner_at_the_original_deadline() {
     }
     // Let part of the run elapse on the victim, so a restarted run would end visibly later.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(alarms(&client, &silent).await.is_empty(), "raised before the deadline");
+    assert!(
+        alarms(&client, &silent).await.is_empty(),
+        "raised before the deadline"
+    );
     let killed_at = now_ms();
     tc.cluster
         .node_mut(victim)
@@ -88,7 +93,10 @@ async fn for_timer_fires_on_the_new_owner_at_the_original_deadline() {
     // Wait until another node owns the devices; the chatty one sends again (still hot).
     let survivors = tc.client_of(leader_id).expect("client");
     loop {
-        if owner_of(&survivors, &chatty).await.is_ok_and(|o| o != victim) {
+        if owner_of(&survivors, &chatty)
+            .await
+            .is_ok_and(|o| o != victim)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -108,7 +108,8 @@ impl Actor for DeviceActor {
     ) -> Result<ActorState, ActorProcessingErr> {
         let shard = shard::shard_of(&args.key, args.settings.shards);
         // Rehydrate: active alarms and pending timers from the control plane (deadlines
-        // resume as absolute times), last values from the store (for rule updates).
+        // resume as absolute times). Last values are read from the store only when a rule
+        // update needs them (`RulesChanged`), not on every spawn.
         let mut core = DeviceState::new(args.key.clone());
         let rules = args.control.rules();
         let mut active = Vec::new();
@@ -125,9 +126,6 @@ impl Actor for DeviceActor {
         let records = args
             .control
             .pending_timers(&args.key, args.settings.shards)?;
-        for p in args.store.latest(&args.key).await? {
-            core.last_values.insert(p.metric, (p.ts_ms, p.value));
-        }
         let resumed = core.resume(
             &rules,
             &active,
@@ -182,6 +180,13 @@ impl Actor for DeviceActor {
                 state.schedule(&myself);
             }
             DeviceMsg::RulesChanged => {
+                if state.core.last_values.is_empty() {
+                    // A fresh actor: the last values this node stored (a new owner with the
+                    // embedded store has none until the device sends again).
+                    for p in state.args.store.latest(&state.args.key).await? {
+                        state.core.last_values.insert(p.metric, (p.ts_ms, p.value));
+                    }
+                }
                 let rules = state.args.control.rules();
                 let effects = state.core.on_rules_changed(wall_clock_ms(), &rules);
                 if !effects.is_empty() {
