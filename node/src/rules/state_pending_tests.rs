@@ -40,7 +40,13 @@ fn export_table() {
         leaf,
         last_received_ms: t,
     };
-    let cases: Vec<(&str, &str, Vec<Step>, Option<Vec<LeafTimer>>)> = vec![
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<Step>,
+        Option<Vec<LeafTimer>>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "no `for`: nothing pending",
             GT30,
