@@ -2,7 +2,8 @@
 //! owner at the original deadline after the first owner is SIGKILLed — for a device that
 //! stays silent (the new owner wakes its actor from the recorded timer) and for one that keeps
 //! sending (the run continues instead of restarting). Three real `starling serve` processes
-//! behind a real Mosquitto.
+//! behind a real Mosquitto. A planned handoff (a 4th node joins and takes shards) keeps the
+//! runs of the devices that move too.
 
 mod common;
 
@@ -132,5 +133,70 @@ async fn for_timer_fires_on_the_new_owner_at_the_original_deadline() {
     // The raise happened on a survivor: the victim is dead, and the record was removed.
     let again = alarms(&survivors, &silent).await;
     assert_eq!(again.len(), 1, "still one alarm: {again:?}");
+    tc.assert_no_lease_overlap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn for_timers_survive_a_planned_handoff_to_a_joining_node() {
+    let _ = bin();
+    let mut tc = TestCluster::start(3).await.expect("cluster");
+    let client = tc.client().expect("client");
+    wait_placed(&client, &[1, 2, 3]).await.expect("placed");
+    // A longer run, so the handoff completes before any deadline.
+    client
+        .apply_rule(&HOT_FOR.replace(r#""8s""#, r#""20s""#), "json")
+        .await
+        .expect("rule");
+    let hold_ms = 20_000;
+
+    // 40 devices go hot and stay silent: a quarter of the shards will move to node 4.
+    let mut since = Vec::new();
+    let mut conns = Vec::new();
+    for i in 0..40 {
+        let name = format!("handoff-{i}");
+        let mut d = Device::connect(tc.broker.port(), &name)
+            .await
+            .expect("device");
+        let ts = now_ms();
+        d.send(format!(r#"{{"ts": {ts}, "temp": 40}}"#))
+            .await
+            .expect("send");
+        d.wait_acks(1).await.expect("ack");
+        since.push((name, ts));
+        conns.push(d);
+    }
+    let before: Vec<u64> = {
+        let mut v = Vec::new();
+        for (name, _) in &since {
+            v.push(owner_of(&client, name).await.expect("owner"));
+        }
+        v
+    };
+    tc.cluster.add_node(4).await.expect("join");
+    wait_placed(&client, &[1, 2, 3, 4])
+        .await
+        .expect("rebalanced");
+
+    let mut moved = 0;
+    for ((name, ts), old) in since.iter().zip(&before) {
+        let now_owner = owner_of(&client, name).await.expect("owner");
+        let mut found = Vec::new();
+        for _ in 0..600 {
+            found = alarms(&client, name).await;
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(found.len(), 1, "{name}: one alarm, got {found:?}");
+        assert_eq!(found[0].raised_at_ms, ts + hold_ms, "{name}: since + for");
+        if now_owner != *old {
+            moved += 1;
+        }
+    }
+    assert!(
+        moved > 0,
+        "no device moved to node 4: nothing was handed off"
+    );
     tc.assert_no_lease_overlap();
 }
