@@ -185,6 +185,20 @@ pub async fn run(
         router.clone(),
         stop_rx.clone(),
     )));
+    // Actors for recorded timers of gained shards, and for open alarms of changed rules.
+    let route_cluster = cluster.clone();
+    let route: crate::device::wake::RouteFn = Arc::new(move |d| match route_cluster.route(d) {
+        crate::cluster::Route::Local { epoch } => Some(epoch),
+        _ => None,
+    });
+    background.push(tokio::spawn(crate::device::wake::run(
+        router.clone(),
+        control.clone(),
+        route,
+        cluster.me(),
+        config.shards,
+        stop_rx.clone(),
+    )));
 
     let sink: Arc<dyn PointSink> = Arc::new(ClusterSink {
         cluster: cluster.clone(),

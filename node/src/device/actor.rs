@@ -21,9 +21,10 @@
 //! Time-driven conditions (no-data, `for` durations): after each message the actor keeps one
 //! `send_after` timer for the state's earliest deadline (an absolute receive time); the
 //! `Tick` it sends runs `DeviceState::on_tick` with the wall clock, and the resulting alarm
-//! transitions go through the same ordered pipeline, without a reply. Deadlines live in
-//! memory only: after a restart or failover they restart with the device's next message
-//! (persisting them is the cluster work).
+//! transitions go through the same ordered pipeline, without a reply. Pending timers are
+//! control records too (`SetPendingTimers`, written when a `for` run or a no-data watch starts
+//! or ends, tagged (shard, epoch)); a new actor resumes them in `pre_start`, and
+//! `device::wake` starts actors for devices with records when this node gains their shard.
 //!
 //! Passivation: a periodic check stops the actor after `idle_timeout` without messages,
 //! unless a deadline is pending (an actor watching for no-data must stay to see it pass); it
@@ -61,6 +62,9 @@ pub enum DeviceMsg {
     IdleCheck,
     /// The earliest rule deadline may have passed: run time-driven conditions.
     Tick,
+    /// A rule changed version: re-evaluate open alarms on the last values. Also sent only to
+    /// wake the actor (it resumes recorded timers when it starts).
+    RulesChanged,
 }
 
 /// Everything an actor needs, handed over at spawn.
@@ -103,29 +107,47 @@ impl Actor for DeviceActor {
         args: DeviceArgs,
     ) -> Result<ActorState, ActorProcessingErr> {
         let shard = shard::shard_of(&args.key, args.settings.shards);
-        // Rehydrate: which of this device's alarms are active, from the control plane.
+        // Rehydrate: active alarms and pending timers from the control plane (deadlines
+        // resume as absolute times). Last values are read from the store only when a rule
+        // update needs them (`RulesChanged`), not on every spawn.
         let mut core = DeviceState::new(args.key.clone());
-        for rule in args.control.rules().iter() {
+        let rules = args.control.rules();
+        let mut active = Vec::new();
+        for rule in rules.iter() {
             if rule.selects(&args.key)
                 && args
                     .control
                     .active_alarm(&args.key, &rule.doc.id)?
                     .is_some()
             {
-                core.set_active(rule);
+                active.push(rule.doc.id.clone());
             }
         }
+        let records = args
+            .control
+            .pending_timers(&args.key, args.settings.shards)?;
+        let resumed = core.resume(
+            &rules,
+            &active,
+            records.into_iter().collect(),
+            wall_clock_ms(),
+        );
         let check = (args.settings.idle_timeout / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(30));
         myself.send_interval(check, || DeviceMsg::IdleCheck);
-        Ok(ActorState {
+        let mut state = ActorState {
             core,
             args: Arc::new(args),
             shard,
             last_activity: Instant::now(),
             tail: None,
             timer: None,
-        })
+        };
+        if !resumed.is_empty() {
+            state.start_effects(resumed, None, myself.clone());
+        }
+        state.schedule(&myself);
+        Ok(state)
     }
 
     async fn handle(
@@ -152,6 +174,24 @@ impl Actor for DeviceActor {
                 let effects = state.core.on_tick(wall_clock_ms(), &rules);
                 if !effects.is_empty() {
                     let span = tracing::info_span!("device.tick", device = %state.args.key);
+                    let _entered = span.enter();
+                    state.start_effects(effects, None, myself.clone());
+                }
+                state.schedule(&myself);
+            }
+            DeviceMsg::RulesChanged => {
+                if state.core.last_values.is_empty() {
+                    // A fresh actor: the last values this node stored (a new owner with the
+                    // embedded store has none until the device sends again).
+                    for p in state.args.store.latest(&state.args.key).await? {
+                        state.core.last_values.insert(p.metric, (p.ts_ms, p.value));
+                    }
+                }
+                let rules = state.args.control.rules();
+                let effects = state.core.on_rules_changed(wall_clock_ms(), &rules);
+                if !effects.is_empty() {
+                    let span =
+                        tracing::info_span!("device.rules_changed", device = %state.args.key);
                     let _entered = span.enter();
                     state.start_effects(effects, None, myself.clone());
                 }
@@ -235,13 +275,27 @@ impl ActorState {
                     device: self.args.key.clone(),
                     raise,
                 }),
-                Effect::Clear { rule_id, at_ms } => commands.push(ControlCommand::ClearAlarm {
+                Effect::Clear {
+                    rule_id,
+                    at_ms,
+                    reason,
+                } => commands.push(ControlCommand::ClearAlarm {
                     shard: self.shard,
                     epoch,
                     device: self.args.key.clone(),
                     rule_id,
                     at_ms,
+                    reason,
                 }),
+                Effect::Timers { rule_id, timers } => {
+                    commands.push(ControlCommand::SetPendingTimers {
+                        shard: self.shard,
+                        epoch,
+                        device: self.args.key.clone(),
+                        rule_id,
+                        timers,
+                    })
+                }
             }
         }
         let previous = self.tail.take();

@@ -2,6 +2,9 @@
 //!
 //! - [`state`]: the pure state machine (`on_samples → effects`), table-tested.
 //! - [`actor`]: the actor that executes effects: persist, commit alarm transitions, reply.
+//! - [`timers`]: pending timers (resume, records to write) and rule-update re-evaluation in
+//!   the pure state; [`wake`]: the worker that starts actors for devices with recorded timers
+//!   when this node gains their shard, and for open alarms of a changed rule.
 //! - [`DeviceRouter`] (this file): finds or spawns a device's actor, retries when an actor
 //!   passivated under a message, and counts actors. It is also the ingest `PointSink`.
 //!
@@ -11,6 +14,8 @@
 
 pub mod actor;
 pub mod state;
+pub mod timers;
+pub mod wake;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -145,6 +150,15 @@ impl DeviceRouter {
             self.forget(&device, &actor);
         }
         Err(DeviceError::Unavailable(last_err))
+    }
+
+    /// Makes sure `device` has an actor serving under `epoch` (spawning it resumes its
+    /// recorded timers) and asks it to re-evaluate open alarms of changed rules.
+    pub async fn wake(&self, device: &DeviceKey, epoch: u64) -> Result<(), DeviceError> {
+        let actor = self.actor_for(device, epoch).await?;
+        actor
+            .cast(DeviceMsg::RulesChanged)
+            .map_err(|e| DeviceError::Unavailable(e.to_string()))
     }
 
     /// Number of live device actors on this node.

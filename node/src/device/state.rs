@@ -15,9 +15,10 @@
 //! deadlines that passed by its receive time are run, so a silence longer than a no-data
 //! timeout raises (then the message clears) even if the timer had not fired yet.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{AlarmRaise, DeviceKey, DeviceMeta, Point, Rule, Sample, TimestampMs};
+use crate::model::{AlarmRaise, DeviceKey, DeviceMeta, Point, Rule, Sample, TimestampMs, Value};
+use crate::rules::pending::PendingTimers;
 use crate::rules::{RuleState, Transition};
 
 /// Live state of one device.
@@ -31,6 +32,12 @@ pub struct DeviceState {
     pub evaluated_until: Option<TimestampMs>,
     /// Alarm state machine per rule id (active flags rehydrated from the control plane).
     pub rules: HashMap<String, RuleState>,
+    /// Pending-timer records as last written to the control plane, per rule id; a record is
+    /// written again only when the shape of the pending state changes (`device/timers.rs`).
+    pub committed_timers: HashMap<String, PendingTimers>,
+    /// The newest evaluated value of each metric and its event time (sample-and-hold), for
+    /// re-evaluating open alarms when a rule changes.
+    pub last_values: BTreeMap<String, (TimestampMs, Value)>,
 }
 
 /// What the actor must do, in this order.
@@ -40,8 +47,18 @@ pub enum Effect {
     Persist(Vec<Point>),
     /// Commit an alarm raise for (device, rule).
     Raise(AlarmRaise),
-    /// Commit the clearing of (device, rule)'s active alarm.
-    Clear { rule_id: String, at_ms: TimestampMs },
+    /// Commit the clearing of (device, rule)'s active alarm, with a reason replacing the
+    /// alarm's message when there is one (a rule update).
+    Clear {
+        rule_id: String,
+        at_ms: TimestampMs,
+        reason: Option<String>,
+    },
+    /// Commit the pending-timer record of (device, rule): `None` removes it.
+    Timers {
+        rule_id: String,
+        timers: Option<PendingTimers>,
+    },
 }
 
 impl DeviceState {
@@ -52,6 +69,8 @@ impl DeviceState {
             meta: None,
             evaluated_until: None,
             rules: HashMap::new(),
+            committed_timers: HashMap::new(),
+            last_values: BTreeMap::new(),
         }
     }
 
@@ -105,6 +124,9 @@ impl DeviceState {
             let late = self.evaluated_until.is_some_and(|until| ts < until);
             if !late {
                 self.evaluated_until = Some(ts);
+                for (metric, value) in &sample.values {
+                    self.last_values.insert(metric.clone(), (ts, value.clone()));
+                }
             }
             for rule in rules
                 .iter()
@@ -121,13 +143,16 @@ impl DeviceState {
                 }
             }
         }
+        effects.extend(self.timer_changes());
         effects
     }
 
     /// The receive clock reads `now`: time-driven conditions whose deadline passed fire.
     pub fn on_tick(&mut self, now: TimestampMs, rules: &[Rule]) -> Vec<Effect> {
         self.forget_unselected(rules);
-        self.tick(now, rules)
+        let mut effects = self.tick(now, rules);
+        effects.extend(self.timer_changes());
+        effects
     }
 
     /// The earliest absolute receive time at which [`DeviceState::on_tick`] may do something.
@@ -152,7 +177,7 @@ impl DeviceState {
 
     /// Drops the state of rules that were deleted (deletion cleared their alarms) or no
     /// longer select this device.
-    fn forget_unselected(&mut self, rules: &[Rule]) {
+    pub(super) fn forget_unselected(&mut self, rules: &[Rule]) {
         let key = &self.key;
         let meta = self.meta.as_ref();
         self.rules.retain(|id, _| {
@@ -163,7 +188,7 @@ impl DeviceState {
     }
 }
 
-fn effect(rule: &Rule, t: Transition) -> Effect {
+pub(super) fn effect(rule: &Rule, t: Transition) -> Effect {
     match t {
         Transition::Raise {
             trigger,
@@ -182,6 +207,7 @@ fn effect(rule: &Rule, t: Transition) -> Effect {
         Transition::Clear { at_ms, .. } => Effect::Clear {
             rule_id: rule.doc.id.clone(),
             at_ms,
+            reason: None,
         },
     }
 }
@@ -231,6 +257,10 @@ mod tests {
                 Effect::Persist(p) => format!("P{}", p.len()),
                 Effect::Raise(r) => format!("R@{}", r.at_ms),
                 Effect::Clear { at_ms, .. } => format!("C@{at_ms}"),
+                Effect::Timers {
+                    timers: Some(_), ..
+                } => "T+".into(),
+                Effect::Timers { timers: None, .. } => "T-".into(),
             })
             .collect()
     }
@@ -358,21 +388,25 @@ mod tests {
         assert_eq!(st.next_deadline(), None);
         assert_eq!(
             summary(&st.on_samples(&[sample(Some(5), 1.0)], 1_000, &rules)),
-            ["P1"]
+            ["P1", "T+"],
+            "the watch is armed: its record is written once"
         );
         assert_eq!(st.next_deadline(), Some(61_000));
         assert!(st.on_tick(60_999, &rules).is_empty());
         let fired = st.on_tick(61_000, &rules);
         assert!(matches!(
             &fired[..],
-            [Effect::Raise(AlarmRaise { rule_id, at_ms: 61_000, .. })] if rule_id == "offline"
+            [
+                Effect::Raise(AlarmRaise { rule_id, at_ms: 61_000, .. }),
+                Effect::Timers { timers: None, .. },
+            ] if rule_id == "offline"
         ));
         assert_eq!(st.next_deadline(), None);
         assert!(st.on_tick(1_000_000, &rules).is_empty());
         // Data again: cleared at the sample's event time.
         assert_eq!(
             summary(&st.on_samples(&[sample(Some(70_000), 1.0)], 70_000, &rules)),
-            ["P1", "C@70000"]
+            ["P1", "C@70000", "T+"]
         );
     }
 

@@ -15,6 +15,7 @@ use crate::shard::ShardId;
 use super::command::{
     ControlCommand, ControlResponse, ENTRY_FORMAT, Entry, NodeInfo, NodeState, Rejection,
 };
+use super::timers::{self, TimerState};
 
 /// Message of alarms cleared because their rule was deleted.
 pub const RULE_DELETED: &str = "rule deleted";
@@ -117,11 +118,7 @@ impl Outcome {
 }
 
 /// Applies the entry committed at log `index` to `state`.
-pub fn apply<S: ControlState>(
-    state: &mut S,
-    index: u64,
-    entry: &Entry,
-) -> Result<Outcome, S::Error> {
+pub fn apply<S: TimerState>(state: &mut S, index: u64, entry: &Entry) -> Result<Outcome, S::Error> {
     if entry.format == 0 || entry.format > ENTRY_FORMAT {
         return Ok(reject(Rejection::UnknownFormat(entry.format)));
     }
@@ -263,15 +260,23 @@ pub fn apply<S: ControlState>(
             device,
             rule_id,
             at_ms,
+            reason,
         } => {
             if let Some(rejection) = check_epoch(state, *shard, *epoch)? {
                 return Ok(reject(rejection));
             }
-            match clear_active(state, device, rule_id, *at_ms, None)? {
+            match clear_active(state, device, rule_id, *at_ms, reason.as_deref())? {
                 Some(event) => Ok(transitions(vec![event])),
                 None => Ok(Outcome::quiet(ControlResponse::Unchanged)),
             }
         }
+        ControlCommand::SetPendingTimers {
+            shard,
+            epoch,
+            device,
+            rule_id,
+            timers: t,
+        } => timers::apply_set(state, *shard, *epoch, device, rule_id, t.as_ref()),
         ControlCommand::AckAlarm { id } => {
             let Some(mut alarm) = state.alarm(id)? else {
                 return Ok(reject(Rejection::NoSuchAlarm(id.clone())));
@@ -302,7 +307,7 @@ fn transitions(events: Vec<AlarmEvent>) -> Outcome {
 
 /// A control record is accepted only with the shard's current epoch. An unassigned shard has
 /// no owner, so nothing may write for it (reported as current epoch 0).
-fn check_epoch<S: ControlState>(
+pub(super) fn check_epoch<S: ControlState>(
     state: &S,
     shard: ShardId,
     epoch: u64,

@@ -16,6 +16,24 @@ struct MemState {
     nodes: BTreeMap<u64, NodeInfo>,
     history: BTreeMap<(ShardId, u64), (u64, i64)>,
     rule_history: Vec<Rule>,
+    timers: BTreeMap<(ShardId, DeviceKey, String), crate::rules::pending::PendingTimers>,
+}
+
+impl super::TimerState for MemState {
+    fn put_timers(
+        &mut self,
+        shard: ShardId,
+        device: &DeviceKey,
+        rule_id: &str,
+        timers: Option<&crate::rules::pending::PendingTimers>,
+    ) -> Result<(), Infallible> {
+        let key = (shard, device.clone(), rule_id.to_owned());
+        match timers {
+            Some(t) => self.timers.insert(key, t.clone()),
+            None => self.timers.remove(&key),
+        };
+        Ok(())
+    }
 }
 
 impl ControlState for MemState {
@@ -153,6 +171,7 @@ fn clear(epoch: u64) -> ControlCommand {
         device: dev(),
         rule_id: "hot".into(),
         at_ms: 3000,
+        reason: None,
     }
 }
 
@@ -195,6 +214,7 @@ fn kind(r: &ControlResponse) -> String {
             format!("version {version} {}", transitions_of(events))
         }
         ControlResponse::Alarm(events) => format!("alarm {}", transitions_of(events)),
+        ControlResponse::TimersSet => "timers set".into(),
         ControlResponse::Rejected(r) => format!("rejected: {r}"),
     }
 }
@@ -532,4 +552,86 @@ fn node_registration_and_state_changes() {
         }
     }
     assert_eq!(s.nodes[&2].peer_addr, "p2-new");
+}
+
+fn set_timers(epoch: u64, on: bool) -> ControlCommand {
+    use crate::rules::pending::{LeafTimer, PendingTimers};
+    ControlCommand::SetPendingTimers {
+        shard: 0,
+        epoch,
+        device: dev(),
+        rule_id: "hot".into(),
+        timers: on.then(|| PendingTimers {
+            rule_version: 2,
+            leaves: vec![LeafTimer::NoData {
+                leaf: 0,
+                last_received_ms: 1_000,
+            }],
+        }),
+    }
+}
+
+#[test]
+fn pending_timer_records_table() {
+    let a = assign();
+    // (name, entries before (index 1..), the entry, response, records held afterwards)
+    type Case = (
+        &'static str,
+        Vec<ControlCommand>,
+        ControlCommand,
+        &'static str,
+        usize,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "set under the current epoch",
+            vec![a.clone()],
+            set_timers(1, true),
+            "timers set",
+            1,
+        ),
+        (
+            "removed",
+            vec![a.clone(), set_timers(1, true)],
+            set_timers(1, false),
+            "timers set",
+            0,
+        ),
+        (
+            "stale epoch refused, record kept",
+            vec![a.clone(), set_timers(1, true), a.clone()],
+            set_timers(1, false),
+            "rejected: stale epoch for shard 0: entry has 1, current is 3",
+            1,
+        ),
+        (
+            "the new owner's epoch may remove it",
+            vec![a.clone(), set_timers(1, true), a.clone()],
+            set_timers(3, false),
+            "timers set",
+            0,
+        ),
+        (
+            "unassigned shard refused",
+            vec![],
+            set_timers(0, true),
+            "rejected: stale epoch for shard 0: entry has 0, current is 0",
+            0,
+        ),
+    ];
+    for (name, before, cmd, want, held) in cases {
+        let mut st = MemState::default();
+        let mut index = 0;
+        for c in &before {
+            index += 1;
+            apply_at(&mut st, index, c);
+        }
+        let out = apply_at(&mut st, index + 1, &cmd);
+        assert_eq!(kind(&out.response), want, "{name}");
+        assert_eq!(st.timers.len(), held, "{name}: records");
+        assert!(
+            out.events.is_empty(),
+            "{name}: timer records publish no events"
+        );
+    }
 }

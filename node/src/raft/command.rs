@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AlarmEvent, AlarmRaise, DeviceKey, RuleDoc, TimestampMs};
+use crate::rules::pending::PendingTimers;
 use crate::shard::ShardId;
 
 /// Format version written into every entry by this build.
@@ -87,9 +88,22 @@ pub enum ControlCommand {
         device: DeviceKey,
         rule_id: String,
         at_ms: TimestampMs,
+        /// Replaces the alarm's message when set (a rule update that no longer supports it).
+        #[serde(default)]
+        reason: Option<String>,
     },
     /// Acknowledges an alarm (active or cleared).
     AckAlarm { id: String },
+    /// Sets (`Some`) or removes (`None`) the pending-timer record of (device, rule), so a
+    /// new owner resumes its deadlines (`rules/pending.rs`). Control record, epoch-checked;
+    /// written only when a `for` run or a no-data watch starts or ends.
+    SetPendingTimers {
+        shard: ShardId,
+        epoch: u64,
+        device: DeviceKey,
+        rule_id: String,
+        timers: Option<PendingTimers>,
+    },
 }
 
 /// The answer of applying one entry.
@@ -109,6 +123,8 @@ pub enum ControlResponse {
     },
     /// Alarm transitions committed by this entry.
     Alarm(Vec<AlarmEvent>),
+    /// A pending-timer record was written or removed.
+    TimersSet,
     /// Refused by the state machine; nothing changed.
     Rejected(Rejection),
 }

@@ -27,6 +27,7 @@ pub mod network;
 pub mod ops;
 pub mod state_machine;
 pub mod tables;
+pub mod timers;
 pub mod types;
 
 use std::collections::BTreeMap;

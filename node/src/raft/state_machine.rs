@@ -212,6 +212,9 @@ struct SnapshotData {
     /// Every rule version (current and past).
     #[serde(default)]
     rule_history: Vec<Rule>,
+    /// Pending-timer records; absent in snapshots of older builds.
+    #[serde(default)]
+    timers: Vec<super::timers::TimerRow>,
 }
 
 /// The longest time between two durable state-machine commits (bounds the replay after a
@@ -245,6 +248,7 @@ impl StateMachineStore {
         txn.open_table(HISTORY)?;
         txn.open_table(NODES)?;
         txn.open_table(RULE_HISTORY)?;
+        txn.open_table(super::timers::TIMERS)?;
         txn.open_table(META)?;
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
@@ -325,6 +329,7 @@ fn apply_batch(
             history: txn.open_table(HISTORY)?,
             nodes: txn.open_table(NODES)?,
             rule_history: txn.open_table(RULE_HISTORY)?,
+            timers: txn.open_table(super::timers::TIMERS)?,
         };
         let mut meta = txn.open_table(META)?;
         for entry in entries {
@@ -392,6 +397,7 @@ fn build(db: &Database) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
     for row in txn.open_table(RULE_HISTORY)?.iter()? {
         data.rule_history.push(decode(row?.1.value())?);
     }
+    data.timers = super::timers::read_all(&txn)?;
     let meta_table = txn.open_table(META)?;
     let get = |key| -> Result<Option<Vec<u8>>, StoreError> {
         Ok(meta_table.get(key)?.map(|v| v.value().to_vec()))
@@ -490,6 +496,7 @@ fn install(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), Store
         for (shard, node, epoch) in &data.shards {
             shards.insert(*shard, (*node, *epoch))?;
         }
+        super::timers::install(&txn, &data.timers)?;
         let mut m = txn.open_table(META)?;
         m.insert(
             LAST_APPLIED,

@@ -11,6 +11,7 @@
 //! - `nodes`: node id → [`NodeInfo`];
 //! - `rule_history`: (tenant, rule id, version) → [`Rule`]: every version ever put, for
 //!   `rules history` and rollback (deletions keep the history);
+//! - `timers`: (shard, tenant, device, rule id) → pending timers (see `timers.rs`);
 //! - `meta`: `"last_applied"` (log id), `"last_membership"` (stored membership);
 //! - `snapshot`: `"meta"` (snapshot meta, JSON) and `"data"` (raw bytes) of the last snapshot.
 //!
@@ -65,6 +66,8 @@ pub(super) struct TxnView<'t> {
     pub(super) history: HistoryTable<'t>,
     pub(super) nodes: NodesTable<'t>,
     pub(super) rule_history: RuleHistoryTable<'t>,
+    /// Pending-timer records (`timers.rs`).
+    pub(super) timers: super::timers::TimersTable<'t>,
 }
 
 impl ControlState for TxnView<'_> {

@@ -68,6 +68,7 @@ fn clear(epoch: u64) -> ControlCommand {
         device: dev(),
         rule_id: "hot".into(),
         at_ms: 3_000,
+        reason: None,
     }
 }
 

@@ -10,6 +10,9 @@
 
 use std::collections::VecDeque;
 
+#[path = "leaf_pending.rs"]
+mod pending;
+
 use super::doc::{CmpOp, Condition, GeoTrigger, Geofence, NoData, RateOfChange, Threshold};
 use super::geofence::Region;
 use crate::model::{TimestampMs, Value};
@@ -161,6 +164,8 @@ pub struct ThresholdLeaf {
     /// The comparison has held for the whole `for` duration.
     matured: bool,
     witness: Option<Witness>,
+    /// The value that started the running `for` duration (kept for its control record).
+    run_value: Option<Value>,
 }
 
 impl ThresholdLeaf {
@@ -171,6 +176,7 @@ impl ThresholdLeaf {
             pending: None,
             matured: false,
             witness: None,
+            run_value: None,
         }
     }
 
@@ -202,6 +208,9 @@ impl ThresholdLeaf {
         }
         if self.matured {
             return;
+        }
+        if self.pending.is_none() {
+            self.run_value = Some(value.clone());
         }
         let run = *self.pending.get_or_insert(Pending {
             since_ms: obs.ts_ms,

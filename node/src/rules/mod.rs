@@ -28,13 +28,17 @@
 //! are not late: a duplicate is evaluated again, which changes nothing unless its value
 //! differs.
 //!
-//! What this does not do: send notifications (targets are validated only), persist deadlines
-//! (the device actor keeps them in memory; Raft persistence is the cluster work), or know
+//! Pending deadlines survive the owning node as control records ([`pending`]): written when a
+//! `for` run or a no-data watch starts or ends, resumed by the next owner.
+//!
+//! What this does not do: send notifications (targets are validated only), write records
+//! (the device actor commits them through Raft), or know
 //! device types and labels (there is no device registry yet: selectors on them match nothing).
 
 pub mod doc;
 pub mod geofence;
 pub mod leaf;
+pub mod pending;
 pub mod state;
 pub mod validate;
 

@@ -17,7 +17,11 @@
 //! - A new rule version resets the condition state (keeping whether the alarm is active); the
 //!   next point or tick evaluates under the new version.
 //!
-//! What this does not do: read clocks, persist deadlines, or know about devices, selectors or
+//! - Pending timers are exported as a control record ([`RuleState::pending`]) and a new owner
+//!   resumes them ([`RuleState::resume`]); a rule update re-evaluates an open alarm on the
+//!   device's last values ([`RuleState::on_rule_update`]). Both live in `state_pending.rs`.
+//!
+//! What this does not do: read clocks, write records, or know about devices, selectors or
 //! effects (`device/state.rs` drives it).
 
 use super::doc::{Condition, GeoTrigger, Shape};
@@ -324,6 +328,9 @@ fn value_text(v: &Value) -> String {
         Value::Position { lat, lon } => format!("({lat}, {lon})"),
     }
 }
+
+#[path = "state_pending.rs"]
+mod pending;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]
