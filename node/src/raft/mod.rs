@@ -24,6 +24,7 @@ pub mod error;
 pub mod log_store;
 pub mod network;
 pub mod ops;
+pub mod registry;
 pub mod state_machine;
 pub mod tables;
 pub mod types;

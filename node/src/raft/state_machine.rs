@@ -29,12 +29,14 @@ use tokio::sync::{broadcast, mpsc};
 use super::apply::{Applied, alarm_index, apply};
 use super::command::NodeInfo;
 use super::command::{ControlCommand, ControlResponse, Rejection};
+use super::registry::DeviceRecord;
 use super::tables::{
-    ACTIVE, ALARMS, HISTORY, LAST_APPLIED, LAST_MEMBERSHIP, META, NODES, RULE_HISTORY, RULES,
-    SHARDS, SNAP_DATA, SNAP_META, SNAPSHOT, TxnView, decode, read_meta,
+    ACTIVE, ALARMS, DEVICES, HISTORY, LAST_APPLIED, LAST_MEMBERSHIP, META, NODES, RULE_HISTORY,
+    RULES, SHARDS, SNAP_DATA, SNAP_META, SNAPSHOT, TxnView, decode, read_meta,
 };
 pub use super::tables::{
-    Ownership, read_active_alarm, read_alarm, read_alarms, read_history, read_rule_history,
+    Ownership, read_active_alarm, read_alarm, read_alarms, read_device, read_devices, read_history,
+    read_rule_history,
 };
 use super::types::{
     LogId, Op, RaftEntry, Snapshot, SnapshotMeta, StorageResult, StoreError, StoredMembership,
@@ -140,7 +142,9 @@ impl Caches {
                     map.insert(*shard, (*node, *epoch));
                 }
             }
-            Applied::Alarm(_) | Applied::SnapshotInstalled { .. } => {}
+            Applied::Alarm(_)
+            | Applied::DeviceChanged { .. }
+            | Applied::SnapshotInstalled { .. } => {}
         }
     }
 
@@ -212,14 +216,17 @@ struct SnapshotData {
     /// Every rule version (current and past).
     #[serde(default)]
     rule_history: Vec<Rule>,
+    /// The device registry.
+    #[serde(default)]
+    devices: Vec<DeviceRecord>,
 }
 
-/// The state machine store. Openraft owns one; its snapshot builders are clones.
-#[derive(Clone)]
 /// The longest time between two durable state-machine commits (bounds the replay after a
 /// crash).
 pub const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The state machine store. Openraft owns one; its snapshot builders are clones.
+#[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<Database>,
     /// When the last durable apply commit started.
@@ -245,6 +252,7 @@ impl StateMachineStore {
         txn.open_table(HISTORY)?;
         txn.open_table(NODES)?;
         txn.open_table(RULE_HISTORY)?;
+        txn.open_table(DEVICES)?;
         txn.open_table(META)?;
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
@@ -302,6 +310,7 @@ fn rejection_reason(r: &Rejection) -> &'static str {
         Rejection::NoSuchAlarm(_) => "no_such_alarm",
         Rejection::UnknownFormat(_) => "unknown_format",
         Rejection::NoSuchNode(_) => "no_such_node",
+        Rejection::NoSuchDevice(_) => "no_such_device",
     }
 }
 
@@ -325,6 +334,7 @@ fn apply_batch(
             history: txn.open_table(HISTORY)?,
             nodes: txn.open_table(NODES)?,
             rule_history: txn.open_table(RULE_HISTORY)?,
+            devices: txn.open_table(DEVICES)?,
         };
         let mut meta = txn.open_table(META)?;
         for entry in entries {
@@ -391,6 +401,9 @@ fn build(db: &Database) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
     }
     for row in txn.open_table(RULE_HISTORY)?.iter()? {
         data.rule_history.push(decode(row?.1.value())?);
+    }
+    for row in txn.open_table(DEVICES)?.iter()? {
+        data.devices.push(decode(row?.1.value())?);
     }
     let meta_table = txn.open_table(META)?;
     let get = |key| -> Result<Option<Vec<u8>>, StoreError> {
@@ -466,6 +479,12 @@ fn install(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), Store
         }
         for node in &data.nodes {
             nodes.insert(node.id, serde_json::to_vec(node)?.as_slice())?;
+        }
+        let mut devices = txn.open_table(DEVICES)?;
+        devices.retain(|_, _| false)?;
+        for d in &data.devices {
+            let key = (d.key.tenant.as_str(), d.key.device.as_str());
+            devices.insert(key, serde_json::to_vec(d)?.as_slice())?;
         }
         rules.retain(|_, _| false)?;
         alarms.retain(|_, _| false)?;
