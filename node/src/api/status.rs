@@ -31,6 +31,9 @@ pub enum ApiError {
     /// The points could not be stored (here or at their owner).
     #[error(transparent)]
     Sink(#[from] crate::ingest::SinkError),
+    /// A layer below answered something the handler does not expect (a bug).
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
 }
 
 impl From<ApiError> for Status {
@@ -47,7 +50,12 @@ impl From<ApiError> for Status {
             ApiError::Control(c) => Status::internal(c.to_string()),
             ApiError::NotFound(what) => Status::not_found(format!("{what} not found")),
             ApiError::Sink(e) if e.retryable => Status::unavailable(e.message.clone()),
+            // An unknown device while auto-provisioning is off: register it first.
+            ApiError::Sink(e) if e.reason == crate::ingest::UNKNOWN_DEVICE => {
+                Status::failed_precondition(e.message.clone())
+            }
             ApiError::Sink(e) => Status::internal(e.message.clone()),
+            ApiError::Unexpected(m) => Status::internal(format!("unexpected answer: {m}")),
         };
         metrics::counter!(metrics_names::API_ERRORS, "code" => code_label(status.code()))
             .increment(1);

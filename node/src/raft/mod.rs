@@ -419,6 +419,24 @@ impl ControlPlane {
         Ok(state_machine::read_active_alarm(&db, device, rule_id)?)
     }
 
+    /// The registry record of a device, read from disk (see [`registry`]).
+    pub fn device(&self, key: &DeviceKey) -> Result<Option<registry::DeviceRecord>, ControlError> {
+        let db = self.sm_db()?;
+        Ok(state_machine::read_device(&db, key)?)
+    }
+
+    /// Up to `limit` registered devices of `tenant` matching `filter`, by id, after `after`.
+    pub fn devices(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+        filter: &registry::DeviceFilter,
+    ) -> Result<Vec<registry::DeviceRecord>, ControlError> {
+        let db = self.sm_db()?;
+        Ok(state_machine::read_devices(&db, tenant, after, limit, filter)?)
+    }
+
     /// (node, epoch) owning `shard`, if assigned.
     pub fn shard_owner(&self, shard: ShardId) -> Option<(u64, u64)> {
         self.inner.caches.shard_owner(shard)
