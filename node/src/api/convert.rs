@@ -103,7 +103,11 @@ pub fn device_record_to_pb(
         id: r.key.device.clone(),
         first_seen_ms: seen.map_or(0, |s| s.first_seen_ms),
         last_seen_ms: seen.map_or(0, |s| s.last_seen_ms),
-        labels: r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: r
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         r#type: r.device_type.clone().unwrap_or_default(),
         registered_at_ms: r.registered_at_ms,
         updated_at_ms: r.updated_at_ms,

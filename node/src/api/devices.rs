@@ -160,8 +160,13 @@ impl pb::devices_server::Devices for DevicesApi {
     ) -> Result<Response<pb::DeleteDeviceResponse>, Status> {
         let r = req.into_inner();
         let key = Self::key(&r.tenant, &r.id)?;
-        self.write(&key, DeviceCommand::Delete { device: key.clone() })
-            .await?;
+        self.write(
+            &key,
+            DeviceCommand::Delete {
+                device: key.clone(),
+            },
+        )
+        .await?;
         Ok(Response::new(pb::DeleteDeviceResponse {}))
     }
 }

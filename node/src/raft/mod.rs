@@ -419,6 +419,14 @@ impl ControlPlane {
         Ok(state_machine::read_active_alarm(&db, device, rule_id)?)
     }
 
+    /// The index of the last entry applied to this node's state machine, read from disk (it
+    /// is written in the same transaction as the entry's effects).
+    pub fn applied_index_on_disk(&self) -> Result<u64, ControlError> {
+        let db = self.sm_db()?;
+        let last: Option<Option<types::LogId>> = tables::read_meta(&db, tables::LAST_APPLIED)?;
+        Ok(last.flatten().map_or(0, |l| l.index))
+    }
+
     /// The registry record of a device, read from disk (see [`registry`]).
     pub fn device(&self, key: &DeviceKey) -> Result<Option<registry::DeviceRecord>, ControlError> {
         let db = self.sm_db()?;
@@ -434,7 +442,9 @@ impl ControlPlane {
         filter: &registry::DeviceFilter,
     ) -> Result<Vec<registry::DeviceRecord>, ControlError> {
         let db = self.sm_db()?;
-        Ok(state_machine::read_devices(&db, tenant, after, limit, filter)?)
+        Ok(state_machine::read_devices(
+            &db, tenant, after, limit, filter,
+        )?)
     }
 
     /// (node, epoch) owning `shard`, if assigned.
