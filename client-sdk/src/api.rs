@@ -14,10 +14,10 @@ use crate::proto::telemetry_client::TelemetryClient;
 use crate::proto::{
     AckAlarmRequest, Alarm, AlarmEvent, ApplyRuleRequest, ClusterMembersRequest,
     ClusterMembersResponse, ClusterShardsRequest, ClusterShardsResponse, ClusterStatus,
-    ClusterStatusRequest, DeleteRuleRequest, Device, GetDeviceRequest, GetRuleRequest,
-    LatestRequest, ListAlarmsRequest, ListDevicesRequest, ListRulesRequest, Point, PublishRequest,
-    PublishResponse, QueryRequest, QueryResponse, RemoveMemberRequest, Rule, Sample,
-    WatchAlarmsRequest,
+    ClusterStatusRequest, DeleteDeviceRequest, DeleteRuleRequest, Device, GetDeviceRequest,
+    GetRuleRequest, LatestRequest, ListAlarmsRequest, ListDevicesRequest, ListRulesRequest, Point,
+    PublishRequest, PublishResponse, QueryRequest, QueryResponse, RegisterDeviceRequest,
+    RemoveMemberRequest, Rule, Sample, UpdateLabelsRequest, WatchAlarmsRequest,
 };
 use crate::{Client, Error};
 
@@ -107,10 +107,19 @@ impl Client {
 
     /// Every device of a tenant, following page tokens.
     pub async fn list_devices(&self, tenant: &str) -> Result<Vec<Device>, Error> {
-        let mut request = ListDevicesRequest {
+        self.list_devices_matching(ListDevicesRequest {
             tenant: tenant.to_owned(),
             ..Default::default()
-        };
+        })
+        .await
+    }
+
+    /// Every device matching `request` (tenant, `type`, `labels`), following page tokens
+    /// from `request.page_token`.
+    pub async fn list_devices_matching(
+        &self,
+        mut request: ListDevicesRequest,
+    ) -> Result<Vec<Device>, Error> {
         let mut devices = Vec::new();
         loop {
             let page = self
@@ -125,6 +134,50 @@ impl Client {
             }
             request.page_token = page.next_page_token;
         }
+    }
+
+    /// Registers a device, or replaces the type and labels of a registered one. Safe to
+    /// retry: registering the same thing twice leaves one record.
+    pub async fn register_device(&self, request: RegisterDeviceRequest) -> Result<Device, Error> {
+        self.call(|ch| {
+            let request = request.clone();
+            async move { Ok(DevicesClient::new(ch).register(request).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Sets and removes labels of a registered device ([`Error::NotFound`] if it is not).
+    pub async fn update_device_labels(
+        &self,
+        request: UpdateLabelsRequest,
+    ) -> Result<Device, Error> {
+        self.call(|ch| {
+            let request = request.clone();
+            async move {
+                Ok(DevicesClient::new(ch)
+                    .update_labels(request)
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Removes a device from the registry ([`Error::NotFound`] if it is not registered); its
+    /// stored telemetry stays.
+    pub async fn delete_device(&self, tenant: &str, id: &str) -> Result<(), Error> {
+        let request = DeleteDeviceRequest {
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+        };
+        self.call(|ch| {
+            let request = request.clone();
+            async move {
+                DevicesClient::new(ch).delete(request).await?;
+                Ok(())
+            }
+        })
+        .await
     }
 
     /// Creates or replaces a rule. `format` is `"json"` or `"yaml"`.

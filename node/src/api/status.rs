@@ -36,10 +36,21 @@ pub enum ApiError {
     Unexpected(String),
 }
 
+/// Response metadata naming the request field of an INVALID_ARGUMENT (the SDK's
+/// `FIELD_METADATA`).
+pub const FIELD_METADATA: &str = "starling-field";
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let status = match &e {
-            ApiError::Field(f) => Status::invalid_argument(f.to_string()),
+            ApiError::Field(f) => {
+                let mut status = Status::invalid_argument(f.to_string());
+                // The SDK reads the field from here (`starling_sdk::Error::InvalidArgument`).
+                if let Ok(v) = tonic::metadata::MetadataValue::try_from(f.field.as_str()) {
+                    status.metadata_mut().insert(FIELD_METADATA, v);
+                }
+                status
+            }
             ApiError::Rule(r) => Status::invalid_argument(format!("invalid rule: {r}")),
             ApiError::Storage(s) => storage_status(s),
             ApiError::Device(DeviceError::Store(s)) => storage_status(s),
