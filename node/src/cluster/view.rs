@@ -90,7 +90,8 @@ mod tests {
         let grace = Duration::from_millis(1200);
         let voters: BTreeSet<u64> = [1, 2, 3].into();
         // (case, reports from other nodes (node, ms), my bound ms, expected takeover ms)
-        let cases: &[(&str, &[(u64, u64)], u64, u64)] = &[
+        type Case<'a> = (&'a str, &'a [(u64, u64)], u64, u64);
+        let cases: &[Case] = &[
             ("no report: the election bound stays", &[], 100, 2000),
             (
                 "one other voter makes a majority of 3",

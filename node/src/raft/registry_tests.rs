@@ -256,7 +256,12 @@ fn metadata_from_the_record_drives_rule_selectors() {
 fn validation_names_the_field() {
     let long = "x".repeat(MAX_KEY_LEN + 1);
     let long_value = "v".repeat(MAX_VALUE_LEN + 1);
-    let cases: Vec<(Option<&str>, Vec<(&str, &str)>, Result<(), &str>)> = vec![
+    type Case<'a> = (
+        Option<&'a str>,
+        Vec<(&'a str, &'a str)>,
+        Result<(), &'a str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             Some("truck"),
             vec![("site", "north-1"), ("k8s.io/zone", "a")],
