@@ -433,6 +433,19 @@ impl ControlPlane {
         Ok(state_machine::read_device(&db, key)?)
     }
 
+    /// The metadata rule selectors match on (type, labels), `None` for an unregistered
+    /// device or when the registry cannot be read. Meant for the device actor, which sets
+    /// `DeviceState::meta` from it before evaluating (not wired yet: see ARCHITECTURE.md).
+    pub fn device_meta(&self, key: &DeviceKey) -> Option<crate::model::DeviceMeta> {
+        match self.device(key) {
+            Ok(record) => record.map(|r| r.meta()),
+            Err(e) => {
+                tracing::warn!(device = %key, error = %e, "device registry unreadable");
+                None
+            }
+        }
+    }
+
     /// Up to `limit` registered devices of `tenant` matching `filter`, by id, after `after`.
     pub fn devices(
         &self,
