@@ -12,12 +12,7 @@ use crate::proto::devices_client::DevicesClient;
 use crate::proto::rules_client::RulesClient;
 use crate::proto::telemetry_client::TelemetryClient;
 use crate::proto::{
-    AckAlarmRequest, AggregateRequest, AggregateResponse, AggregateRow, Alarm, AlarmEvent,
-    ApplyRuleRequest, ClusterMembersRequest, ClusterMembersResponse, ClusterShardsRequest,
-    ClusterShardsResponse, ClusterStatus, ClusterStatusRequest, DeleteRuleRequest, Device,
-    GetDeviceRequest, GetRuleRequest, LatestRequest, ListAlarmsRequest, ListDevicesRequest,
-    ListRulesRequest, Point, PublishRequest, PublishResponse, QueryRequest, QueryResponse,
-    RemoveMemberRequest, Rule, Sample, WatchAlarmsRequest,
+    AckAlarmRequest, AggregateRequest, AggregateResponse, AggregateRow, Alarm, AlarmEvent, ApplyRuleRequest, ClusterMembersRequest, ClusterMembersResponse, ClusterShardsRequest, ClusterShardsResponse, ClusterStatus, ClusterStatusRequest, DeleteDeviceRequest, DeleteRuleRequest, Device, GetDeviceRequest, GetRuleRequest, LatestRequest, ListAlarmsRequest, ListDevicesRequest, ListRulesRequest, Point, PublishRequest, PublishResponse, QueryRequest, QueryResponse, RegisterDeviceRequest, RemoveMemberRequest, Rule, Sample, UpdateLabelsRequest, WatchAlarmsRequest,
 };
 use crate::{Client, Error};
 
@@ -139,10 +134,19 @@ impl Client {
 
     /// Every device of a tenant, following page tokens.
     pub async fn list_devices(&self, tenant: &str) -> Result<Vec<Device>, Error> {
-        let mut request = ListDevicesRequest {
+        self.list_devices_matching(ListDevicesRequest {
             tenant: tenant.to_owned(),
             ..Default::default()
-        };
+        })
+        .await
+    }
+
+    /// Every device matching `request` (tenant, `type`, `labels`), following page tokens
+    /// from `request.page_token`.
+    pub async fn list_devices_matching(
+        &self,
+        mut request: ListDevicesRequest,
+    ) -> Result<Vec<Device>, Error> {
         let mut devices = Vec::new();
         loop {
             let page = self
@@ -157,6 +161,50 @@ impl Client {
             }
             request.page_token = page.next_page_token;
         }
+    }
+
+    /// Registers a device, or replaces the type and labels of a registered one. Safe to
+    /// retry: registering the same thing twice leaves one record.
+    pub async fn register_device(&self, request: RegisterDeviceRequest) -> Result<Device, Error> {
+        self.call(|ch| {
+            let request = request.clone();
+            async move { Ok(DevicesClient::new(ch).register(request).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Sets and removes labels of a registered device ([`Error::NotFound`] if it is not).
+    pub async fn update_device_labels(
+        &self,
+        request: UpdateLabelsRequest,
+    ) -> Result<Device, Error> {
+        self.call(|ch| {
+            let request = request.clone();
+            async move {
+                Ok(DevicesClient::new(ch)
+                    .update_labels(request)
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Removes a device from the registry ([`Error::NotFound`] if it is not registered); its
+    /// stored telemetry stays.
+    pub async fn delete_device(&self, tenant: &str, id: &str) -> Result<(), Error> {
+        let request = DeleteDeviceRequest {
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+        };
+        self.call(|ch| {
+            let request = request.clone();
+            async move {
+                DevicesClient::new(ch).delete(request).await?;
+                Ok(())
+            }
+        })
+        .await
     }
 
     /// Creates or replaces a rule. `format` is `"json"` or `"yaml"`.

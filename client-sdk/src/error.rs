@@ -14,9 +14,13 @@ pub enum Error {
     /// The device, rule or alarm does not exist.
     #[error("not found: {0}")]
     NotFound(String),
-    /// The request was refused as malformed; the message names the offending field.
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
+    /// The request was refused as malformed. `field` names the offending request field
+    /// (`labels.site`, `id`) when the server says which; the message names it too.
+    #[error("invalid argument: {message}")]
+    InvalidArgument {
+        field: Option<String>,
+        message: String,
+    },
     /// The client certificate is valid but not allowed to do this.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
@@ -38,6 +42,9 @@ impl Error {
     }
 }
 
+/// Response metadata key naming the request field an INVALID_ARGUMENT refers to.
+pub const FIELD_METADATA: &str = "starling-field";
+
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         if let Some(alert) = refused_certificate(&status) {
@@ -49,7 +56,14 @@ impl From<tonic::Status> for Error {
         match status.code() {
             Code::Unavailable => Error::Unavailable(message),
             Code::NotFound => Error::NotFound(message),
-            Code::InvalidArgument => Error::InvalidArgument(message),
+            Code::InvalidArgument => Error::InvalidArgument {
+                field: status
+                    .metadata()
+                    .get(FIELD_METADATA)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                message,
+            },
             Code::PermissionDenied => Error::PermissionDenied(message),
             Code::Unauthenticated => Error::Unauthenticated(message),
             _ => Error::Other(status),
@@ -133,7 +147,7 @@ mod tests {
             ),
             (
                 Code::InvalidArgument,
-                |e| matches!(e, Error::InvalidArgument(m) if m == "msg"),
+                |e| matches!(e, Error::InvalidArgument { field: None, message } if message == "msg"),
             ),
             (
                 Code::PermissionDenied,
@@ -206,6 +220,21 @@ mod tests {
             Error::from(status).to_string(),
             "Unknown: transport error: connection reset"
         );
+    }
+
+    #[test]
+    fn invalid_argument_carries_the_field() {
+        let mut status = tonic::Status::invalid_argument("labels.site: must not be empty");
+        status
+            .metadata_mut()
+            .insert(FIELD_METADATA, "labels.site".parse().expect("ascii"));
+        match Error::from(status) {
+            Error::InvalidArgument { field, message } => {
+                assert_eq!(field.as_deref(), Some("labels.site"));
+                assert_eq!(message, "labels.site: must not be empty");
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
     }
 
     #[test]

@@ -168,7 +168,7 @@ async fn one_run(
     let (name, hb, lease, failure, drift) = *t;
     let extra = format!(
         "heartbeat = \"{hb}ms\"\nlease = \"{lease}ms\"\nfailure_timeout = \"{failure}ms\"\n\
-         drift_margin = \"{drift}ms\""
+         drift_margin = \"{drift}ms\"\n\n[ingest]\nauto_provision = true"
     );
     let broker = Mosquitto::start(MosquittoOptions::default()).await?;
     let base = tempfile::tempdir()?;

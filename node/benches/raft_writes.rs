@@ -234,7 +234,14 @@ async fn starling_side(
     window: Duration,
 ) -> anyhow::Result<Outcome> {
     let broker = Mosquitto::start(MosquittoOptions::default()).await?;
-    let cluster = ServeCluster::start(bin, base, 3, &broker.addr(), "").await?;
+    let cluster = ServeCluster::start(
+        bin,
+        base,
+        3,
+        &broker.addr(),
+        "\n[ingest]\nauto_provision = true",
+    )
+    .await?;
     let mut sdks = Vec::new();
     for node in &cluster.nodes {
         sdks.push(Client::connect(&Profile::load(

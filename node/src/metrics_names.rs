@@ -7,6 +7,8 @@
 pub const INGEST_MESSAGES: &str = "starling_ingest_messages_total";
 /// Counter. Samples or messages refused. Label `reason` (see `ingest::payload::Reason`).
 pub const INGEST_REJECTED: &str = "starling_ingest_rejected_total";
+/// Counter. Devices registered by their first telemetry (auto-provisioning).
+pub const DEVICES_PROVISIONED: &str = "starling_devices_provisioned_total";
 /// Counter. PUBACKs sent to the broker after the message's points were durable.
 pub const INGEST_ACKS: &str = "starling_ingest_acks_total";
 /// Gauge. Messages received and not yet acknowledged (in the ordered ack window).

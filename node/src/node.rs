@@ -200,11 +200,18 @@ pub async fn run(
         stop_rx.clone(),
     )));
 
-    let sink: Arc<dyn PointSink> = Arc::new(ClusterSink {
+    let cluster_sink: Arc<dyn PointSink> = Arc::new(ClusterSink {
         cluster: cluster.clone(),
         router: router.clone(),
         forwarder: Forwarder::new(peers),
     });
+    // Only registered devices pass (or are provisioned): MQTT, gRPC publish and rescued
+    // sessions alike. Forwarded batches were checked by the node that received them.
+    let sink: Arc<dyn PointSink> = Arc::new(crate::cluster::provision::ProvisionSink::new(
+        cluster_sink,
+        control.clone(),
+        config.auto_provision,
+    ));
     let server_tls = tls::server_tls_from_files(&config.tls_ca, &config.tls_cert, &config.tls_key)
         .map_err(|e| NodeError::Tls(e.to_string()))?;
     let state = ApiState {
@@ -541,12 +548,6 @@ pub async fn run_serve(config: crate::config::serve::ServeConfig) -> Result<(), 
              yet; set it to 1",
             config.mqtt.connections
         )));
-    }
-    if !config.ingest.auto_provision {
-        tracing::warn!(
-            "ingest.auto_provision = false has no effect yet: there is no device registry, so \
-             every device's telemetry is accepted"
-        );
     }
     let c = &config.cluster;
     let start = if !c.bootstrap.is_empty() {

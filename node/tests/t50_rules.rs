@@ -83,8 +83,8 @@ async fn invalid_rule_is_refused_with_the_field() {
     let bad = r#"{"id":"x","condition":{"threshold":{"metric":"","op":">","value":1}}}"#;
     let err = client.apply_rule(bad, "json").await.unwrap_err();
     match err {
-        starling_sdk::Error::InvalidArgument(m) => {
-            assert!(m.contains("condition.threshold.metric"), "{m}")
+        starling_sdk::Error::InvalidArgument { message, .. } => {
+            assert!(message.contains("condition.threshold.metric"), "{message}")
         }
         other => panic!("expected InvalidArgument, got {other:?}"),
     }

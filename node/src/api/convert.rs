@@ -93,13 +93,25 @@ pub fn sample_from_pb(s: &pb::Sample, index: usize) -> Result<model::Sample, Fie
     })
 }
 
-pub fn device_to_pb(d: &model::DeviceInfo) -> pb::Device {
+/// A registry record, with first/last seen times when the store knows the device.
+pub fn device_record_to_pb(
+    r: &crate::raft::registry::DeviceRecord,
+    seen: Option<&model::DeviceInfo>,
+) -> pb::Device {
     pb::Device {
-        tenant: d.key.tenant.clone(),
-        id: d.key.device.clone(),
-        first_seen_ms: d.first_seen_ms,
-        last_seen_ms: d.last_seen_ms,
-        labels: Default::default(),
+        tenant: r.key.tenant.clone(),
+        id: r.key.device.clone(),
+        first_seen_ms: seen.map_or(0, |s| s.first_seen_ms),
+        last_seen_ms: seen.map_or(0, |s| s.last_seen_ms),
+        labels: r
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        r#type: r.device_type.clone().unwrap_or_default(),
+        registered_at_ms: r.registered_at_ms,
+        updated_at_ms: r.updated_at_ms,
+        auto_provisioned: r.auto,
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod convert;
+pub mod devices;
 pub mod status;
 pub mod telemetry;
 
@@ -43,7 +44,7 @@ pub fn routes(state: ApiState) -> tonic::service::Routes {
     tonic::service::Routes::new(pb::telemetry_server::TelemetryServer::new(
         telemetry::TelemetryApi(s.clone()),
     ))
-    .add_service(pb::devices_server::DevicesServer::new(DevicesApi(
+    .add_service(pb::devices_server::DevicesServer::new(devices::DevicesApi(
         s.clone(),
     )))
     .add_service(pb::rules_server::RulesServer::new(RulesApi(s.clone())))
@@ -51,51 +52,6 @@ pub fn routes(state: ApiState) -> tonic::service::Routes {
         s.clone(),
     )))
     .add_service(pb::cluster_server::ClusterServer::new(ClusterApi(s)))
-}
-
-/// `starling.v1.Devices`.
-pub struct DevicesApi(Arc<ApiState>);
-
-#[tonic::async_trait]
-impl pb::devices_server::Devices for DevicesApi {
-    async fn get(
-        &self,
-        req: Request<pb::GetDeviceRequest>,
-    ) -> Result<Response<pb::Device>, Status> {
-        let r = req.into_inner();
-        let key = convert::device_key(&r.tenant, &r.id).map_err(ApiError::from)?;
-        match self.0.store.device(&key).await.map_err(ApiError::from)? {
-            Some(d) => Ok(Response::new(convert::device_to_pb(&d))),
-            None => Err(ApiError::NotFound(format!("device {key}")).into()),
-        }
-    }
-
-    async fn list(
-        &self,
-        req: Request<pb::ListDevicesRequest>,
-    ) -> Result<Response<pb::ListDevicesResponse>, Status> {
-        let r = req.into_inner();
-        let limit = page_size(r.page_size);
-        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
-        let devices = self
-            .0
-            .store
-            .devices(&convert::tenant(&r.tenant), after, limit)
-            .await
-            .map_err(ApiError::from)?;
-        let next_page_token = if devices.len() == limit {
-            devices
-                .last()
-                .map(|d| d.key.device.clone())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(Response::new(pb::ListDevicesResponse {
-            devices: devices.iter().map(convert::device_to_pb).collect(),
-            next_page_token,
-        }))
-    }
 }
 
 /// `starling.v1.Rules`.

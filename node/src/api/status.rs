@@ -31,12 +31,26 @@ pub enum ApiError {
     /// The points could not be stored (here or at their owner).
     #[error(transparent)]
     Sink(#[from] crate::ingest::SinkError),
+    /// A layer below answered something the handler does not expect (a bug).
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
 }
+
+/// Response metadata naming the request field of an INVALID_ARGUMENT (the SDK's
+/// `FIELD_METADATA`).
+pub const FIELD_METADATA: &str = "starling-field";
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let status = match &e {
-            ApiError::Field(f) => Status::invalid_argument(f.to_string()),
+            ApiError::Field(f) => {
+                let mut status = Status::invalid_argument(f.to_string());
+                // The SDK reads the field from here (`starling_sdk::Error::InvalidArgument`).
+                if let Ok(v) = tonic::metadata::MetadataValue::try_from(f.field.as_str()) {
+                    status.metadata_mut().insert(FIELD_METADATA, v);
+                }
+                status
+            }
             ApiError::Rule(r) => Status::invalid_argument(format!("invalid rule: {r}")),
             ApiError::Storage(s) => storage_status(s),
             ApiError::Device(DeviceError::Store(s)) => storage_status(s),
@@ -47,7 +61,12 @@ impl From<ApiError> for Status {
             ApiError::Control(c) => Status::internal(c.to_string()),
             ApiError::NotFound(what) => Status::not_found(format!("{what} not found")),
             ApiError::Sink(e) if e.retryable => Status::unavailable(e.message.clone()),
+            // An unknown device while auto-provisioning is off: register it first.
+            ApiError::Sink(e) if e.reason == crate::ingest::UNKNOWN_DEVICE => {
+                Status::failed_precondition(e.message.clone())
+            }
             ApiError::Sink(e) => Status::internal(e.message.clone()),
+            ApiError::Unexpected(m) => Status::internal(format!("unexpected answer: {m}")),
         };
         metrics::counter!(metrics_names::API_ERRORS, "code" => code_label(status.code()))
             .increment(1);

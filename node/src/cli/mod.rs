@@ -355,13 +355,55 @@ pub struct DevicesArgs {
 /// Devices verbs.
 #[derive(Debug, Clone, Subcommand)]
 pub enum DevicesCommand {
-    /// Every device of the tenant.
-    List,
+    /// Registered devices of the tenant, optionally filtered.
+    List {
+        /// Only devices of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        device_type: Option<String>,
+        /// Only devices with this label (repeat: all must match).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
     /// One device.
     Get {
         /// Device id.
         id: String,
     },
+    /// Registers a device, or replaces the type and labels of a registered one.
+    Register {
+        /// Device id: 1-128 characters of [A-Za-z0-9_.:-].
+        id: String,
+        /// What kind of device it is (rule selectors match on it).
+        #[arg(long = "type", value_name = "TYPE")]
+        device_type: Option<String>,
+        /// A label (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Sets labels (`KEY=VALUE`) and removes labels (`--remove KEY`) of a registered device.
+    Label {
+        /// Device id.
+        id: String,
+        /// Labels to set.
+        #[arg(value_name = "KEY=VALUE", value_parser = parse_label)]
+        set: Vec<(String, String)>,
+        /// A label to remove (repeatable).
+        #[arg(long = "remove", value_name = "KEY")]
+        remove: Vec<String>,
+    },
+    /// Removes a device from the registry (its stored telemetry stays).
+    Delete {
+        /// Device id.
+        id: String,
+    },
+}
+
+/// `KEY=VALUE` of a label argument.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE (for example site=north)")),
+    }
 }
 
 /// `starling cluster …`.
@@ -510,6 +552,25 @@ mod tests {
             (&["alerts", "watch", "--status", "open"], false),
             (&["devices", "list", "--tenant", "acme"], true),
             (&["devices", "get", "d"], true),
+            (
+                &["devices", "list", "--type", "truck", "--label", "site=n"],
+                true,
+            ),
+            (&["devices", "list", "--label", "site"], false),
+            (
+                &[
+                    "devices", "register", "d", "--type", "t", "--label", "a=1", "--label", "b=",
+                ],
+                true,
+            ),
+            (&["devices", "register", "d", "--label", "=1"], false),
+            (
+                &["devices", "label", "d", "a=1", "b=2", "--remove", "c"],
+                true,
+            ),
+            (&["devices", "label", "d", "oops"], false),
+            (&["devices", "delete", "d", "--format", "json"], true),
+            (&["devices", "delete"], false),
             (&["cluster", "status", "--profile", "/p.toml"], true),
             (&["cluster"], false),
             (&["simulate"], true),

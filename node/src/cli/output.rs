@@ -123,8 +123,21 @@ pub fn point_json(p: &proto::Point) -> Json {
 
 /// A device as one JSON object.
 pub fn device_json(d: &proto::Device) -> Json {
-    json!({"tenant": d.tenant, "id": d.id, "first_seen": d.first_seen_ms,
-           "last_seen": d.last_seen_ms, "labels": d.labels})
+    let labels: std::collections::BTreeMap<_, _> = d.labels.iter().collect();
+    json!({"tenant": d.tenant, "id": d.id, "type": d.r#type, "labels": labels,
+           "first_seen": d.first_seen_ms, "last_seen": d.last_seen_ms,
+           "registered_at": d.registered_at_ms, "updated_at": d.updated_at_ms,
+           "auto_provisioned": d.auto_provisioned})
+}
+
+/// Labels as `k=v,k=v`, sorted by key (empty: none).
+pub fn labels_text(labels: &std::collections::HashMap<String, String>) -> String {
+    let sorted: std::collections::BTreeMap<_, _> = labels.iter().collect();
+    sorted
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A rule; the document embedded as JSON when it parses, else as a string.
@@ -271,7 +284,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 pub fn describe_error(err: &starling_sdk::Error, profile: &std::path::Path) -> String {
     use starling_sdk::Error as E;
     match err {
+        E::Unavailable(m) if m.to_lowercase().contains("connection refused") => {
+            format!("cannot reach {m} — is `starling dev` (or the node in the profile) running?")
+        }
         E::Unavailable(m) => format!("cannot reach {m}"),
+        E::Other(s) if s.code() == tonic::Code::FailedPrecondition => s.message().to_owned(),
         E::Config(m) => {
             let path = profile.display().to_string();
             let which = if m.contains(&path) {
@@ -435,9 +452,19 @@ mod tests {
             ),
             (E::NotFound("rule r1".into()), "not found: rule r1"),
             (
-                E::Other(tonic::Status::failed_precondition("owner 2")),
-                "FailedPrecondition: owner 2",
+                E::Unavailable(
+                    "https://127.0.0.1:7600: tcp connect error: Connection refused (os error 111)"
+                        .into(),
+                ),
+                "cannot reach https://127.0.0.1:7600: tcp connect error: Connection refused (os error 111) — is `starling dev` (or the node in the profile) running?",
             ),
+            (
+                E::Other(tonic::Status::failed_precondition(
+                    "device d is not registered",
+                )),
+                "device d is not registered",
+            ),
+            (E::Other(tonic::Status::internal("boom")), "Internal: boom"),
         ];
         for (err, want) in cases {
             assert_eq!(describe_error(&err, profile), want);

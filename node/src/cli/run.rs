@@ -455,21 +455,67 @@ fn event_line(format: Format, event: &proto::AlarmEvent) -> String {
     }
 }
 
-const DEVICE_HEADERS: &[&str] = &["TENANT", "ID", "FIRST SEEN", "LAST SEEN"];
+const DEVICE_HEADERS: &[&str] = &["TENANT", "ID", "TYPE", "LABELS", "FIRST SEEN", "LAST SEEN"];
 
 fn device_row(d: &proto::Device) -> Vec<String> {
     vec![
         d.tenant.clone(),
         d.id.clone(),
+        d.r#type.clone(),
+        output::labels_text(&d.labels),
         format_ms(d.first_seen_ms),
         format_ms(d.last_seen_ms),
     ]
 }
 
 async fn devices(ctx: &Ctx, command: &DevicesCommand) -> Outcome {
+    let collect = |pairs: &[(String, String)]| pairs.iter().cloned().collect();
     let devices = match command {
-        DevicesCommand::List => ctx.client.list_devices(&ctx.tenant).await?,
+        DevicesCommand::List {
+            device_type,
+            labels,
+        } => {
+            let request = proto::ListDevicesRequest {
+                tenant: ctx.tenant.clone(),
+                r#type: device_type.clone().unwrap_or_default(),
+                labels: collect(labels),
+                ..Default::default()
+            };
+            ctx.client.list_devices_matching(request).await?
+        }
         DevicesCommand::Get { id } => vec![ctx.client.get_device(&ctx.tenant, id).await?],
+        DevicesCommand::Register {
+            id,
+            device_type,
+            labels,
+        } => {
+            let request = proto::RegisterDeviceRequest {
+                tenant: ctx.tenant.clone(),
+                id: id.clone(),
+                r#type: device_type.clone().unwrap_or_default(),
+                labels: collect(labels),
+            };
+            vec![ctx.client.register_device(request).await?]
+        }
+        DevicesCommand::Label { id, set, remove } => {
+            let request = proto::UpdateLabelsRequest {
+                tenant: ctx.tenant.clone(),
+                id: id.clone(),
+                set: collect(set),
+                remove: remove.clone(),
+            };
+            vec![ctx.client.update_device_labels(request).await?]
+        }
+        DevicesCommand::Delete { id } => {
+            ctx.client.delete_device(&ctx.tenant, id).await?;
+            return match ctx.format {
+                Format::Json => print_out(&format!(
+                    "{}\n",
+                    serde_json::json!({"deleted": id, "tenant": ctx.tenant})
+                )),
+                Format::Table => print_out(&format!("deleted device {id}\n")),
+            };
+        }
     };
     ctx.print(&devices, output::device_json, DEVICE_HEADERS, device_row)
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::peers::Peers;
 use super::{Cluster, Route};
 use crate::device::DeviceRouter;
-use crate::ingest::{PointSink, SinkError};
+use crate::ingest::{PointSink, SINK_REFUSED, SinkError};
 use crate::model::{DeviceKey, Sample};
 
 /// Most items in one `Data.Forward` call.
@@ -170,6 +170,7 @@ impl PointSink for ClusterSink {
                         .map_err(|e| SinkError {
                             retryable: e.is_retryable(),
                             message: e.to_string(),
+                            reason: SINK_REFUSED,
                         });
                 }
                 Route::Remote { addr, node, .. } => {
@@ -183,10 +184,7 @@ impl PointSink for ClusterSink {
                             return Ok(());
                         }
                         Forwarded::Failed(message) => {
-                            return Err(SinkError {
-                                retryable: false,
-                                message,
-                            });
+                            return Err(SinkError::fatal(message));
                         }
                         Forwarded::NotOwner { owner, epoch } => {
                             last =
@@ -199,9 +197,8 @@ impl PointSink for ClusterSink {
             }
             tokio::time::sleep(REROUTE_PAUSE).await;
         }
-        Err(SinkError {
-            retryable: true,
-            message: format!("not stored within {ROUTE_BUDGET:?}: {last}"),
-        })
+        Err(SinkError::retryable(format!(
+            "not stored within {ROUTE_BUDGET:?}: {last}"
+        )))
     }
 }

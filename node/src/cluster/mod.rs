@@ -18,6 +18,7 @@
 pub mod forward;
 pub mod lease;
 pub mod peers;
+pub mod provision;
 pub mod reads;
 pub mod rescue;
 pub mod service;

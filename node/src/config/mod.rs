@@ -65,6 +65,10 @@ pub struct NodeConfig {
     pub tls_key: PathBuf,
     /// Delivery of alarm transitions to rule targets (`[notify]`).
     pub notify: notify::NotifyConfig,
+    /// Register unknown devices on their first telemetry (one Raft write); when off, their
+    /// messages are refused, counted and explained on `devices/{id}/errors`. On in `dev`
+    /// (the default here), off by default in `serve` (`ingest.auto_provision`).
+    pub auto_provision: bool,
 }
 
 impl NodeConfig {
@@ -90,6 +94,7 @@ impl NodeConfig {
             tls_cert: certs.join("server.pem"),
             tls_key: certs.join("server.key"),
             notify: notify::NotifyConfig::default(),
+            auto_provision: true,
             data_dir,
         }
     }

@@ -283,8 +283,9 @@ pub struct Ingest {
     /// Default 5m, as in `starling dev`.
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
-    /// Accept telemetry from devices nobody registered, registering them. Default false
-    /// (`starling dev` always does).
+    /// Accept telemetry from devices nobody registered, registering them on their first
+    /// message. Default false: their messages are refused (acknowledged, counted with reason
+    /// `unknown_device`, explained on `devices/{id}/errors`). `starling dev` provisions.
     pub auto_provision: bool,
 }
 
@@ -428,6 +429,7 @@ impl ServeConfig {
         node.tls_cert = self.tls.cert.clone();
         node.tls_key = self.tls.key.clone();
         node.notify = self.notify.clone();
+        node.auto_provision = self.ingest.auto_provision;
         node
     }
 

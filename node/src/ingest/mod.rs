@@ -54,6 +54,9 @@ pub struct SinkError {
     /// reports it as rejected with reason [`SINK_REFUSED`], like an invalid payload.
     pub retryable: bool,
     pub message: String,
+    /// Rejection label of a refusal for good (metric `reason`, error report `reason`):
+    /// [`SINK_REFUSED`] unless the sink names a more precise one ([`UNKNOWN_DEVICE`]).
+    pub reason: &'static str,
 }
 
 impl SinkError {
@@ -61,6 +64,7 @@ impl SinkError {
         Self {
             retryable: true,
             message: message.into(),
+            reason: SINK_REFUSED,
         }
     }
 
@@ -68,12 +72,25 @@ impl SinkError {
         Self {
             retryable: false,
             message: message.into(),
+            reason: SINK_REFUSED,
+        }
+    }
+
+    /// Refused for good because the device is not registered and auto-provisioning is off.
+    pub fn unknown_device(message: impl Into<String>) -> Self {
+        Self {
+            retryable: false,
+            message: message.into(),
+            reason: UNKNOWN_DEVICE,
         }
     }
 }
 
 /// Rejection label (metric `reason`, error report `reason`) of samples a sink refused for good.
 pub const SINK_REFUSED: &str = "refused";
+/// Rejection label of telemetry from a device the registry does not know, while
+/// auto-provisioning is off.
+pub const UNKNOWN_DEVICE: &str = "unknown_device";
 
 /// Errors of the ingest layer. Transient broker trouble is not an error: the loop reconnects.
 #[derive(Debug, Error)]

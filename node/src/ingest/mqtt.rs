@@ -57,7 +57,7 @@ use super::connection::{ConnEvent, Connection};
 pub use super::log_limit::LOG_REJECTIONS_PER_SEC;
 use super::log_limit::LogLimiter;
 use super::payload::{self, Limits};
-use super::{IngestError, PointSink, SINK_REFUSED, SinkError};
+use super::{IngestError, PointSink, SinkError};
 use crate::metrics_names::{INGEST_ACKS, INGEST_IN_FLIGHT, INGEST_MESSAGES, INGEST_REJECTED};
 use crate::model::{DeviceKey, Sample};
 
@@ -482,7 +482,7 @@ impl Ingress {
                 self.reject(
                     "",
                     finished.errors_topic.as_deref(),
-                    SINK_REFUSED,
+                    error.reason,
                     &message,
                     None,
                 );

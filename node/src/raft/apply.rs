@@ -16,6 +16,7 @@ use super::command::{
     ControlCommand, ControlResponse, ENTRY_FORMAT, Entry, NodeInfo, NodeState, Rejection,
 };
 use super::timers::{self, TimerState};
+use super::registry::{DeviceRecord, apply_device};
 
 /// Message of alarms cleared because their rule was deleted.
 pub const RULE_DELETED: &str = "rule deleted";
@@ -41,6 +42,11 @@ pub enum Applied {
     },
     /// A node was registered or changed state.
     NodeChanged(NodeInfo),
+    /// A device was registered or changed (`Some`) or deleted (`None`).
+    DeviceChanged {
+        key: DeviceKey,
+        record: Option<DeviceRecord>,
+    },
     /// The whole state was replaced by a snapshot from the leader; subscribers that keep
     /// derived state (alarms, shard ownership) must reload it. Rule changes are also sent
     /// one by one as `RuleChanged`.
@@ -74,6 +80,10 @@ pub trait ControlState {
     ) -> Result<(), Self::Error>;
     fn node(&self, id: u64) -> Result<Option<NodeInfo>, Self::Error>;
     fn put_node(&mut self, node: &NodeInfo) -> Result<(), Self::Error>;
+    /// The registry record of a device (see `registry.rs`).
+    fn device(&self, key: &DeviceKey) -> Result<Option<DeviceRecord>, Self::Error>;
+    fn put_device(&mut self, record: &DeviceRecord) -> Result<(), Self::Error>;
+    fn remove_device(&mut self, key: &DeviceKey) -> Result<(), Self::Error>;
     fn rule(&self, tenant: &str, id: &str) -> Result<Option<Rule>, Self::Error>;
     /// Makes `rule` the current version and keeps it in the rule's history.
     fn put_rule(&mut self, rule: &Rule) -> Result<(), Self::Error>;
@@ -277,6 +287,7 @@ pub fn apply<S: TimerState>(state: &mut S, index: u64, entry: &Entry) -> Result<
             rule_id,
             timers: t,
         } => timers::apply_set(state, *shard, *epoch, device, rule_id, t.as_ref()),
+        ControlCommand::Device(cmd) => apply_device(state, cmd),
         ControlCommand::AckAlarm { id } => {
             let Some(mut alarm) = state.alarm(id)? else {
                 return Ok(reject(Rejection::NoSuchAlarm(id.clone())));
@@ -390,4 +401,4 @@ fn delete_rule<S: ControlState>(
 
 #[cfg(test)]
 #[path = "apply_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -5,10 +5,13 @@ use std::convert::Infallible;
 
 use super::*;
 use crate::model::{Condition, RuleDoc, Selector, Threshold, Value};
+use crate::raft::registry::DeviceRecord;
 
 /// `ControlState` over maps: the reference the redb view must agree with.
 #[derive(Default, Debug)]
-struct MemState {
+pub(in crate::raft) struct MemState {
+    /// The device registry (`registry_tests.rs` uses this state too).
+    devices: BTreeMap<DeviceKey, DeviceRecord>,
     shards: BTreeMap<ShardId, (u64, u64)>,
     rules: BTreeMap<(String, String), Rule>,
     alarms: BTreeMap<String, Alarm>,
@@ -57,6 +60,17 @@ impl ControlState for MemState {
     }
     fn put_node(&mut self, node: &NodeInfo) -> Result<(), Infallible> {
         self.nodes.insert(node.id, node.clone());
+        Ok(())
+    }
+    fn device(&self, key: &DeviceKey) -> Result<Option<DeviceRecord>, Infallible> {
+        Ok(self.devices.get(key).cloned())
+    }
+    fn put_device(&mut self, record: &DeviceRecord) -> Result<(), Infallible> {
+        self.devices.insert(record.key.clone(), record.clone());
+        Ok(())
+    }
+    fn remove_device(&mut self, key: &DeviceKey) -> Result<(), Infallible> {
+        self.devices.remove(key);
         Ok(())
     }
     fn rule(&self, tenant: &str, id: &str) -> Result<Option<Rule>, Infallible> {
@@ -216,6 +230,7 @@ fn kind(r: &ControlResponse) -> String {
         ControlResponse::Alarm(events) => format!("alarm {}", transitions_of(events)),
         ControlResponse::TimersSet => "timers set".into(),
         ControlResponse::Rejected(r) => format!("rejected: {r}"),
+        ControlResponse::Device(d) => format!("device {:?}", d.as_ref().map(|d| &d.key.device)),
     }
 }
 

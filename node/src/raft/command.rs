@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::registry::{DeviceCommand, DeviceRecord};
 use crate::model::{AlarmEvent, AlarmRaise, DeviceKey, RuleDoc, TimestampMs};
 use crate::rules::pending::PendingTimers;
 use crate::shard::ShardId;
@@ -104,6 +105,8 @@ pub enum ControlCommand {
         rule_id: String,
         timers: Option<PendingTimers>,
     },
+    /// A device registry entry (register, relabel, delete): see `registry.rs`.
+    Device(DeviceCommand),
 }
 
 /// The answer of applying one entry.
@@ -127,6 +130,8 @@ pub enum ControlResponse {
     TimersSet,
     /// Refused by the state machine; nothing changed.
     Rejected(Rejection),
+    /// A device's registry record after the entry (`None`: deleted).
+    Device(Option<DeviceRecord>),
 }
 
 /// Why the state machine refused an entry.
@@ -146,6 +151,8 @@ pub enum Rejection {
     UnknownFormat(u16),
     #[error("no such node: {0}")]
     NoSuchNode(u64),
+    #[error("no such device: {0}")]
+    NoSuchDevice(String),
 }
 
 /// Liveness of a node as the control plane records it.

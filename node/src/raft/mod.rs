@@ -25,6 +25,7 @@ pub mod error;
 pub mod log_store;
 pub mod network;
 pub mod ops;
+pub mod registry;
 pub mod state_machine;
 pub mod tables;
 pub mod timers;
@@ -431,6 +432,47 @@ impl ControlPlane {
     ) -> Result<Option<Alarm>, ControlError> {
         let db = self.sm_db()?;
         Ok(state_machine::read_active_alarm(&db, device, rule_id)?)
+    }
+
+    /// The index of the last entry applied to this node's state machine, read from disk (it
+    /// is written in the same transaction as the entry's effects).
+    pub fn applied_index_on_disk(&self) -> Result<u64, ControlError> {
+        let db = self.sm_db()?;
+        let last: Option<Option<types::LogId>> = tables::read_meta(&db, tables::LAST_APPLIED)?;
+        Ok(last.flatten().map_or(0, |l| l.index))
+    }
+
+    /// The registry record of a device, read from disk (see [`registry`]).
+    pub fn device(&self, key: &DeviceKey) -> Result<Option<registry::DeviceRecord>, ControlError> {
+        let db = self.sm_db()?;
+        Ok(state_machine::read_device(&db, key)?)
+    }
+
+    /// The metadata rule selectors match on (type, labels), `None` for an unregistered
+    /// device or when the registry cannot be read. Meant for the device actor, which sets
+    /// `DeviceState::meta` from it before evaluating (not wired yet: see ARCHITECTURE.md).
+    pub fn device_meta(&self, key: &DeviceKey) -> Option<crate::model::DeviceMeta> {
+        match self.device(key) {
+            Ok(record) => record.map(|r| r.meta()),
+            Err(e) => {
+                tracing::warn!(device = %key, error = %e, "device registry unreadable");
+                None
+            }
+        }
+    }
+
+    /// Up to `limit` registered devices of `tenant` matching `filter`, by id, after `after`.
+    pub fn devices(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+        filter: &registry::DeviceFilter,
+    ) -> Result<Vec<registry::DeviceRecord>, ControlError> {
+        let db = self.sm_db()?;
+        Ok(state_machine::read_devices(
+            &db, tenant, after, limit, filter,
+        )?)
     }
 
     /// (node, epoch) owning `shard`, if assigned.

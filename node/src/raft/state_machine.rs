@@ -29,12 +29,14 @@ use tokio::sync::{broadcast, mpsc};
 use super::apply::{Applied, alarm_index, apply};
 use super::command::NodeInfo;
 use super::command::{ControlCommand, ControlResponse, Rejection};
+use super::registry::DeviceRecord;
 use super::tables::{
-    ACTIVE, ALARMS, HISTORY, LAST_APPLIED, LAST_MEMBERSHIP, META, NODES, RULE_HISTORY, RULES,
-    SHARDS, SNAP_DATA, SNAP_META, SNAPSHOT, TxnView, decode, read_meta,
+    ACTIVE, ALARMS, DEVICES, HISTORY, LAST_APPLIED, LAST_MEMBERSHIP, META, NODES, RULE_HISTORY,
+    RULES, SHARDS, SNAP_DATA, SNAP_META, SNAPSHOT, TxnView, decode, read_meta,
 };
 pub use super::tables::{
-    Ownership, read_active_alarm, read_alarm, read_alarms, read_history, read_rule_history,
+    Ownership, read_active_alarm, read_alarm, read_alarms, read_device, read_devices, read_history,
+    read_rule_history,
 };
 use super::types::{
     LogId, Op, RaftEntry, Snapshot, SnapshotMeta, StorageResult, StoreError, StoredMembership,
@@ -140,7 +142,9 @@ impl Caches {
                     map.insert(*shard, (*node, *epoch));
                 }
             }
-            Applied::Alarm(_) | Applied::SnapshotInstalled { .. } => {}
+            Applied::Alarm(_)
+            | Applied::DeviceChanged { .. }
+            | Applied::SnapshotInstalled { .. } => {}
         }
     }
 
@@ -215,6 +219,9 @@ struct SnapshotData {
     /// Pending-timer records; absent in snapshots of older builds.
     #[serde(default)]
     timers: Vec<super::timers::TimerRow>,
+    /// The device registry.
+    #[serde(default)]
+    devices: Vec<DeviceRecord>,
 }
 
 /// The longest time between two durable state-machine commits (bounds the replay after a
@@ -249,6 +256,7 @@ impl StateMachineStore {
         txn.open_table(NODES)?;
         txn.open_table(RULE_HISTORY)?;
         txn.open_table(super::timers::TIMERS)?;
+        txn.open_table(DEVICES)?;
         txn.open_table(META)?;
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
@@ -306,6 +314,7 @@ fn rejection_reason(r: &Rejection) -> &'static str {
         Rejection::NoSuchAlarm(_) => "no_such_alarm",
         Rejection::UnknownFormat(_) => "unknown_format",
         Rejection::NoSuchNode(_) => "no_such_node",
+        Rejection::NoSuchDevice(_) => "no_such_device",
     }
 }
 
@@ -330,6 +339,7 @@ fn apply_batch(
             nodes: txn.open_table(NODES)?,
             rule_history: txn.open_table(RULE_HISTORY)?,
             timers: txn.open_table(super::timers::TIMERS)?,
+            devices: txn.open_table(DEVICES)?,
         };
         let mut meta = txn.open_table(META)?;
         for entry in entries {
@@ -398,6 +408,9 @@ fn build(db: &Database) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
         data.rule_history.push(decode(row?.1.value())?);
     }
     data.timers = super::timers::read_all(&txn)?;
+    for row in txn.open_table(DEVICES)?.iter()? {
+        data.devices.push(decode(row?.1.value())?);
+    }
     let meta_table = txn.open_table(META)?;
     let get = |key| -> Result<Option<Vec<u8>>, StoreError> {
         Ok(meta_table.get(key)?.map(|v| v.value().to_vec()))
@@ -472,6 +485,12 @@ fn install(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), Store
         }
         for node in &data.nodes {
             nodes.insert(node.id, serde_json::to_vec(node)?.as_slice())?;
+        }
+        let mut devices = txn.open_table(DEVICES)?;
+        devices.retain(|_, _| false)?;
+        for d in &data.devices {
+            let key = (d.key.tenant.as_str(), d.key.device.as_str());
+            devices.insert(key, serde_json::to_vec(d)?.as_slice())?;
         }
         rules.retain(|_, _| false)?;
         alarms.retain(|_, _| false)?;

@@ -190,3 +190,84 @@ async fn a_snapshot_installs_into_a_fresh_store() {
     let responses = b.apply(vec![entry(6, raise(2))]).await.expect("apply");
     assert_eq!(responses, vec![ControlResponse::Unchanged]);
 }
+
+fn register_device(id: &str, device_type: &str, site: &str) -> ControlCommand {
+    ControlCommand::Device(crate::raft::registry::DeviceCommand::Register {
+        device: DeviceKey::default_tenant(id),
+        device_type: Some(device_type.into()),
+        labels: [("site".to_owned(), site.to_owned())].into(),
+        at_ms: 1,
+    })
+}
+
+#[tokio::test]
+async fn the_device_registry_is_paged_filtered_and_carried_by_snapshots() {
+    use crate::raft::registry::{DeviceCommand, DeviceFilter};
+    let (dir_a, dir_b) = (TempDir::new().expect("dir"), TempDir::new().expect("dir"));
+    let (mut a, _) = open(&dir_a);
+    a.apply(vec![
+        entry(1, register_device("d1", "truck", "n")),
+        entry(2, register_device("d2", "van", "n")),
+        entry(3, register_device("d3", "truck", "s")),
+        entry(4, register_device("d4", "truck", "n")),
+        entry(
+            5,
+            ControlCommand::Device(DeviceCommand::Delete {
+                device: DeviceKey::default_tenant("d2"),
+            }),
+        ),
+    ])
+    .await
+    .expect("apply");
+    let da = a.reader().upgrade().expect("a");
+    let ids = |records: Vec<crate::raft::registry::DeviceRecord>| -> Vec<String> {
+        records.into_iter().map(|r| r.key.device).collect()
+    };
+    let all = DeviceFilter::default();
+    assert_eq!(
+        ids(read_devices(&da, "default", None, 10, &all).expect("read")),
+        ["d1", "d3", "d4"]
+    );
+    assert_eq!(
+        ids(read_devices(&da, "default", Some("d1"), 1, &all).expect("read")),
+        ["d3"]
+    );
+    assert!(
+        read_devices(&da, "acme", None, 10, &all)
+            .expect("read")
+            .is_empty()
+    );
+    let north_trucks = DeviceFilter {
+        device_type: Some("truck".into()),
+        labels: [("site".to_owned(), "n".to_owned())].into(),
+    };
+    assert_eq!(
+        ids(read_devices(&da, "default", None, 10, &north_trucks).expect("read")),
+        ["d1", "d4"]
+    );
+
+    let snapshot = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    // B has a device the snapshot does not: it must disappear.
+    let (mut b, _) = open(&dir_b);
+    b.apply(vec![entry(1, register_device("stale", "x", "n"))])
+        .await
+        .expect("apply");
+    b.install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("install");
+    let db = b.reader().upgrade().expect("b");
+    assert_eq!(
+        read_devices(&db, "default", None, 10, &all).expect("b"),
+        read_devices(&da, "default", None, 10, &all).expect("a")
+    );
+    assert!(
+        read_device(&db, &DeviceKey::default_tenant("stale"))
+            .expect("b")
+            .is_none()
+    );
+}

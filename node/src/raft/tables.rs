@@ -12,6 +12,7 @@
 //! - `rule_history`: (tenant, rule id, version) → [`Rule`]: every version ever put, for
 //!   `rules history` and rollback (deletions keep the history);
 //! - `timers`: (shard, tenant, device, rule id) → pending timers (see `timers.rs`);
+//! - `devices`: (tenant, device id) → [`DeviceRecord`]: the device registry;
 //! - `meta`: `"last_applied"` (log id), `"last_membership"` (stored membership);
 //! - `snapshot`: `"meta"` (snapshot meta, JSON) and `"data"` (raw bytes) of the last snapshot.
 //!
@@ -24,6 +25,7 @@ use serde::Deserialize;
 
 use super::apply::{ControlState, alarm_index};
 use super::command::NodeInfo;
+use super::registry::{DeviceFilter, DeviceRecord};
 use super::types::StoreError;
 use crate::model::{Alarm, DeviceKey, Rule};
 use crate::shard::ShardId;
@@ -35,6 +37,7 @@ pub(super) type ActiveTable<'t> =
 pub(super) type ShardsTable<'t> = Table<'t, u32, (u64, u64)>;
 pub(super) type HistoryTable<'t> = Table<'t, (u32, u64), (u64, i64)>;
 pub(super) type NodesTable<'t> = Table<'t, u64, &'static [u8]>;
+pub(super) type DevicesTable<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
 pub(super) type RuleHistoryTable<'t> = Table<'t, (&'static str, &'static str, u64), &'static [u8]>;
 
 pub(super) const RULES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rules");
@@ -45,6 +48,7 @@ pub(super) const HISTORY: TableDefinition<(u32, u64), (u64, i64)> = TableDefinit
 pub(super) const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
 pub(super) const RULE_HISTORY: TableDefinition<(&str, &str, u64), &[u8]> =
     TableDefinition::new("rule_history");
+pub(super) const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
@@ -68,6 +72,7 @@ pub(super) struct TxnView<'t> {
     pub(super) rule_history: RuleHistoryTable<'t>,
     /// Pending-timer records (`timers.rs`).
     pub(super) timers: super::timers::TimersTable<'t>,
+    pub(super) devices: DevicesTable<'t>,
 }
 
 impl ControlState for TxnView<'_> {
@@ -93,6 +98,23 @@ impl ControlState for TxnView<'_> {
     fn put_node(&mut self, node: &NodeInfo) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(node)?;
         self.nodes.insert(node.id, bytes.as_slice())?;
+        Ok(())
+    }
+    fn device(&self, key: &DeviceKey) -> Result<Option<DeviceRecord>, StoreError> {
+        self.devices
+            .get((key.tenant.as_str(), key.device.as_str()))?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+    fn put_device(&mut self, record: &DeviceRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record)?;
+        let key = (record.key.tenant.as_str(), record.key.device.as_str());
+        self.devices.insert(key, bytes.as_slice())?;
+        Ok(())
+    }
+    fn remove_device(&mut self, key: &DeviceKey) -> Result<(), StoreError> {
+        self.devices
+            .remove((key.tenant.as_str(), key.device.as_str()))?;
         Ok(())
     }
     fn rule(&self, tenant: &str, id: &str) -> Result<Option<Rule>, StoreError> {
@@ -215,6 +237,47 @@ pub fn read_rule_history(db: &Database, tenant: &str, id: &str) -> Result<Vec<Ru
     let mut out = Vec::new();
     for row in table.range((tenant, id, 0)..=(tenant, id, u64::MAX))? {
         out.push(decode(row?.1.value())?);
+    }
+    Ok(out)
+}
+
+/// The registry record of one device.
+pub fn read_device(db: &Database, key: &DeviceKey) -> Result<Option<DeviceRecord>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(DEVICES)?;
+    table
+        .get((key.tenant.as_str(), key.device.as_str()))?
+        .map(|v| decode(v.value()))
+        .transpose()
+}
+
+/// Up to `limit` registered devices of `tenant` matching `filter`, ordered by id, starting
+/// after the id `after`. Scans in id order, so a selective filter reads more rows than it
+/// returns.
+pub fn read_devices(
+    db: &Database,
+    tenant: &str,
+    after: Option<&str>,
+    limit: usize,
+    filter: &DeviceFilter,
+) -> Result<Vec<DeviceRecord>, StoreError> {
+    use std::ops::Bound;
+    let txn = db.begin_read()?;
+    let table = txn.open_table(DEVICES)?;
+    let start = match after {
+        Some(id) => Bound::Excluded((tenant, id)),
+        None => Bound::Included((tenant, "")),
+    };
+    let mut out = Vec::new();
+    for row in table.range::<(&str, &str)>((start, Bound::Unbounded))? {
+        let (k, v) = row?;
+        if k.value().0 != tenant || out.len() >= limit {
+            break;
+        }
+        let record: DeviceRecord = decode(v.value())?;
+        if filter.matches(&record) {
+            out.push(record);
+        }
     }
     Ok(out)
 }

@@ -17,6 +17,9 @@ use super::bin;
 /// Shard count of the test clusters (the default; the map has 4096 entries).
 pub const SHARDS: u32 = 4096;
 
+/// Config lines switching auto-provisioning on (closing the `[cluster]` section).
+pub const AUTO_PROVISION: &str = "\n[ingest]\nauto_provision = true\n";
+
 pub struct TestCluster {
     pub broker: Mosquitto,
     pub cluster: ServeCluster,
@@ -24,8 +27,15 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// A broker with the shipped settings and `n` nodes bootstrapped together.
+    /// A broker with the shipped settings and `n` nodes bootstrapped together, provisioning
+    /// unknown devices on their first telemetry (`ingest.auto_provision = true`).
     pub async fn start(n: usize) -> anyhow::Result<TestCluster> {
+        Self::start_with(n, AUTO_PROVISION).await
+    }
+
+    /// As [`TestCluster::start`], with `extra` appended to every node's `[cluster]` section
+    /// (it may open further sections); `""` keeps `serve`'s defaults (no auto-provisioning).
+    pub async fn start_with(n: usize, extra: &str) -> anyhow::Result<TestCluster> {
         assert!(
             Mosquitto::available(),
             "these tests run a real Mosquitto: install it (apt-get install -y mosquitto)"
@@ -37,7 +47,7 @@ impl TestCluster {
             dir.disable_cleanup(true);
             eprintln!("cluster test dir kept: {}", dir.path().display());
         }
-        let cluster = ServeCluster::start(bin(), dir.path(), n, &broker.addr(), "").await?;
+        let cluster = ServeCluster::start(bin(), dir.path(), n, &broker.addr(), extra).await?;
         Ok(TestCluster {
             broker,
             cluster,
