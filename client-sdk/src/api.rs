@@ -12,7 +12,13 @@ use crate::proto::devices_client::DevicesClient;
 use crate::proto::rules_client::RulesClient;
 use crate::proto::telemetry_client::TelemetryClient;
 use crate::proto::{
-    AckAlarmRequest, AggregateRequest, AggregateResponse, AggregateRow, Alarm, AlarmEvent, ApplyRuleRequest, ClusterMembersRequest, ClusterMembersResponse, ClusterShardsRequest, ClusterShardsResponse, ClusterStatus, ClusterStatusRequest, DeleteDeviceRequest, DeleteRuleRequest, Device, GetDeviceRequest, GetRuleRequest, LatestRequest, ListAlarmsRequest, ListDevicesRequest, ListRulesRequest, Point, PublishRequest, PublishResponse, QueryRequest, QueryResponse, RegisterDeviceRequest, RemoveMemberRequest, Rule, Sample, UpdateLabelsRequest, WatchAlarmsRequest,
+    AckAlarmRequest, AggregateRequest, AggregateResponse, AggregateRow, Alarm, AlarmEvent,
+    ApplyRuleRequest, ClusterMembersRequest, ClusterMembersResponse, ClusterShardsRequest,
+    ClusterShardsResponse, ClusterStatus, ClusterStatusRequest, DeleteDeviceRequest,
+    DeleteRuleRequest, Device, GetDeviceRequest, GetRuleRequest, LatestRequest, ListAlarmsRequest,
+    ListDevicesRequest, ListRulesRequest, Point, PublishRequest, PublishResponse, QueryRequest,
+    QueryResponse, RegisterDeviceRequest, RemoveMemberRequest, Rule, Sample, UpdateLabelsRequest,
+    WatchAlarmsRequest,
 };
 use crate::{Client, Error};
 

@@ -72,7 +72,11 @@ pub async fn run(
     let broker = Mosquitto::start(broker_opts.clone()).await?;
     let placements: Vec<Placement> = nodes.iter().map(|id| placed(*id)).collect();
     // Five bootstrapped nodes are five voters (DESIGN.md §2: 3 or 5).
-    let extra = format!("max_voters = {}", if scenario.nodes >= 5 { 5 } else { 3 });
+    // The workload's devices are not registered: they are provisioned on first telemetry.
+    let extra = format!(
+        "max_voters = {}\n\n[ingest]\nauto_provision = true",
+        if scenario.nodes >= 5 { 5 } else { 3 }
+    );
     let broker_addr = format!("{BRIDGE_ADDR}:{port}");
     let cluster = ServeCluster::start_placed(bin, base, &placements, &broker_addr, &extra).await?;
     let mut running = Running {

@@ -111,10 +111,13 @@ impl Actor for DeviceActor {
         // resume as absolute times). Last values are read from the store only when a rule
         // update needs them (`RulesChanged`), not on every spawn.
         let mut core = DeviceState::new(args.key.clone());
+        // Type and labels for rule selectors, from the registry as the actor starts (a
+        // relabel reaches a running actor at its next start: passivation or shard move).
+        core.meta = args.control.device_meta(&args.key);
         let rules = args.control.rules();
         let mut active = Vec::new();
         for rule in rules.iter() {
-            if rule.selects(&args.key)
+            if rule.selects_with(&args.key, core.meta.as_ref())
                 && args
                     .control
                     .active_alarm(&args.key, &rule.doc.id)?

@@ -15,8 +15,8 @@ use crate::shard::ShardId;
 use super::command::{
     ControlCommand, ControlResponse, ENTRY_FORMAT, Entry, NodeInfo, NodeState, Rejection,
 };
-use super::timers::{self, TimerState};
 use super::registry::{DeviceRecord, apply_device};
+use super::timers::{self, TimerState};
 
 /// Message of alarms cleared because their rule was deleted.
 pub const RULE_DELETED: &str = "rule deleted";
