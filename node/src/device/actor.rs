@@ -116,15 +116,20 @@ impl Actor for DeviceActor {
         core.meta = args.control.device_meta(&args.key);
         let rules = args.control.rules();
         let mut active = Vec::new();
+        let mut last_transition = None;
         for rule in rules.iter() {
-            if rule.selects_with(&args.key, core.meta.as_ref())
-                && args
-                    .control
-                    .active_alarm(&args.key, &rule.doc.id)?
-                    .is_some()
+            if !rule.selects_with(&args.key, core.meta.as_ref()) {
+                continue;
+            }
+            if args
+                .control
+                .active_alarm(&args.key, &rule.doc.id)?
+                .is_some()
             {
                 active.push(rule.doc.id.clone());
             }
+            let at = args.control.last_transition_ms(&args.key, &rule.doc.id)?;
+            last_transition = last_transition.max(at);
         }
         let records = args
             .control
@@ -135,6 +140,12 @@ impl Actor for DeviceActor {
             records.into_iter().collect(),
             wall_clock_ms(),
         );
+        // Points older than the last committed transition belong to episodes an earlier
+        // owner already decided: stored, not evaluated (a redelivered point cannot raise a
+        // finished episode again).
+        if let Some(at) = last_transition {
+            core.evaluated_at_least_until(at);
+        }
         let check = (args.settings.idle_timeout / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(30));
         myself.send_interval(check, || DeviceMsg::IdleCheck);

@@ -82,6 +82,12 @@ impl DeviceState {
             .set_active(true);
     }
 
+    /// Treats points before `ts` as late (stored, not evaluated): a new owner's actor starts
+    /// from the event time of the last committed alarm transition.
+    pub fn evaluated_at_least_until(&mut self, ts: TimestampMs) {
+        self.evaluated_until = self.evaluated_until.max(Some(ts));
+    }
+
     /// Whether this state believes the alarm of (device, `rule_id`) is active.
     pub fn is_active(&self, rule_id: &str) -> bool {
         self.rules.get(rule_id).is_some_and(RuleState::is_active)
@@ -448,6 +454,28 @@ mod tests {
             Some(90_000),
             "receipt of the late sample counts"
         );
+    }
+
+    #[test]
+    fn a_new_owner_does_not_raise_a_finished_episode_again() {
+        // An earlier owner raised at 909 and cleared at 919; a redelivered hot point at 914
+        // reaches a fresh actor seeded with that last transition time.
+        let rules = vec![hot_rule(&[])];
+        let mut fresh = DeviceState::new(DeviceKey::default_tenant("d1"));
+        fresh.evaluated_at_least_until(919);
+        assert_eq!(
+            summary(&fresh.on_samples(&[sample(Some(914), 99.0)], 2_000, &rules)),
+            ["P1"],
+            "stored, not evaluated"
+        );
+        assert!(!fresh.is_active("hot"));
+        // A new hot point after the last transition raises as usual.
+        let effects = summary(&fresh.on_samples(&[sample(Some(930), 99.0)], 2_010, &rules));
+        assert!(effects.iter().any(|e| e.starts_with("R")), "{effects:?}");
+        // Without the seed, the same late point would have raised a second alarm.
+        let mut unseeded = DeviceState::new(DeviceKey::default_tenant("d1"));
+        let effects = summary(&unseeded.on_samples(&[sample(Some(914), 99.0)], 2_000, &rules));
+        assert!(effects.iter().any(|e| e.starts_with("R")), "{effects:?}");
     }
 
     #[test]

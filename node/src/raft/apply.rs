@@ -103,6 +103,15 @@ pub trait ControlState {
         rule_id: &str,
         alarm_id: Option<&str>,
     ) -> Result<(), Self::Error>;
+    /// Records that (device, rule) had an alarm transition at event time `at_ms` (kept: the
+    /// latest). A new owner's actor does not evaluate points older than this (see
+    /// `device/actor.rs`), so a late or redelivered point cannot raise a finished episode again.
+    fn note_transition(
+        &mut self,
+        device: &DeviceKey,
+        rule_id: &str,
+        at_ms: i64,
+    ) -> Result<(), Self::Error>;
     /// Ids of the active alarms of a rule, over all devices of its tenant.
     fn active_alarm_ids_of_rule(
         &self,
@@ -259,6 +268,7 @@ pub fn apply<S: TimerState>(state: &mut S, index: u64, entry: &Entry) -> Result<
             };
             state.put_alarm(&alarm)?;
             state.set_active(device, rule_id, Some(&alarm.id))?;
+            state.note_transition(device, rule_id, raise.at_ms)?;
             Ok(transitions(vec![AlarmEvent {
                 alarm,
                 transition: Transition::Raised,
@@ -357,6 +367,7 @@ fn clear_active<S: ControlState>(
         alarm.message = message.to_owned();
     }
     state.put_alarm(&alarm)?;
+    state.note_transition(device, rule_id, at_ms)?;
     Ok(Some(AlarmEvent {
         alarm,
         transition: Transition::Cleared,

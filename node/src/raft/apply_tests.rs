@@ -20,6 +20,7 @@ pub(in crate::raft) struct MemState {
     history: BTreeMap<(ShardId, u64), (u64, i64)>,
     rule_history: Vec<Rule>,
     timers: BTreeMap<(ShardId, DeviceKey, String), crate::rules::pending::PendingTimers>,
+    transitions: BTreeMap<(DeviceKey, String), i64>,
 }
 
 impl super::TimerState for MemState {
@@ -41,6 +42,14 @@ impl super::TimerState for MemState {
 
 impl ControlState for MemState {
     type Error = Infallible;
+    fn note_transition(&mut self, d: &DeviceKey, rule: &str, at_ms: i64) -> Result<(), Infallible> {
+        let last = self
+            .transitions
+            .entry((d.clone(), rule.to_owned()))
+            .or_insert(at_ms);
+        *last = (*last).max(at_ms);
+        Ok(())
+    }
     fn shard_owner(&self, shard: ShardId) -> Result<Option<(u64, u64)>, Infallible> {
         Ok(self.shards.get(&shard).copied())
     }
@@ -648,5 +657,36 @@ fn pending_timer_records_table() {
             out.events.is_empty(),
             "{name}: timer records publish no events"
         );
+    }
+}
+
+#[test]
+fn the_latest_transition_time_is_kept_per_device_and_rule() {
+    let key = (dev(), "hot".to_owned());
+    // (case, history, expected latest transition)
+    let cases: &[(&str, Vec<ControlCommand>, Option<i64>)] = &[
+        ("nothing raised", vec![assign(), put("hot")], None),
+        (
+            "raised at 2000",
+            vec![assign(), put("hot"), raise(1)],
+            Some(2000),
+        ),
+        (
+            "raised, then cleared at 3000",
+            vec![assign(), put("hot"), raise(1), clear(1)],
+            Some(3000),
+        ),
+        (
+            "a stale-epoch clear changes nothing",
+            vec![assign(), put("hot"), raise(1), clear(0)],
+            Some(2000),
+        ),
+    ];
+    for (case, history, want) in cases {
+        let mut state = MemState::default();
+        for (i, cmd) in history.iter().enumerate() {
+            apply_at(&mut state, i as u64 + 1, cmd);
+        }
+        assert_eq!(state.transitions.get(&key).copied(), *want, "{case}");
     }
 }

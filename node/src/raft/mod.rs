@@ -434,6 +434,17 @@ impl ControlPlane {
         Ok(state_machine::read_active_alarm(&db, device, rule_id)?)
     }
 
+    /// Event time of the latest alarm transition of (device, rule), if any: a new owner's
+    /// actor evaluates only points after it.
+    pub fn last_transition_ms(
+        &self,
+        device: &DeviceKey,
+        rule_id: &str,
+    ) -> Result<Option<i64>, ControlError> {
+        let db = self.sm_db()?;
+        Ok(state_machine::read_last_transition(&db, device, rule_id)?)
+    }
+
     /// The index of the last entry applied to this node's state machine, read from disk (it
     /// is written in the same transaction as the entry's effects).
     pub fn applied_index_on_disk(&self) -> Result<u64, ControlError> {

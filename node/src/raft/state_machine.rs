@@ -32,11 +32,11 @@ use super::command::{ControlCommand, ControlResponse, Rejection};
 use super::registry::DeviceRecord;
 use super::tables::{
     ACTIVE, ALARMS, DEVICES, HISTORY, LAST_APPLIED, LAST_MEMBERSHIP, META, NODES, RULE_HISTORY,
-    RULES, SHARDS, SNAP_DATA, SNAP_META, SNAPSHOT, TxnView, decode, read_meta,
+    RULES, SHARDS, SNAP_DATA, SNAP_META, SNAPSHOT, TRANSITIONS, TxnView, decode, read_meta,
 };
 pub use super::tables::{
     Ownership, read_active_alarm, read_alarm, read_alarms, read_device, read_devices, read_history,
-    read_rule_history,
+    read_last_transition, read_rule_history,
 };
 use super::types::{
     LogId, Op, RaftEntry, Snapshot, SnapshotMeta, StorageResult, StoreError, StoredMembership,
@@ -222,6 +222,9 @@ struct SnapshotData {
     /// The device registry.
     #[serde(default)]
     devices: Vec<DeviceRecord>,
+    /// (tenant, rule id, device, event time of the latest alarm transition)
+    #[serde(default)]
+    transitions: Vec<(String, String, String, i64)>,
 }
 
 /// The longest time between two durable state-machine commits (bounds the replay after a
@@ -257,6 +260,7 @@ impl StateMachineStore {
         txn.open_table(RULE_HISTORY)?;
         txn.open_table(super::timers::TIMERS)?;
         txn.open_table(DEVICES)?;
+        txn.open_table(TRANSITIONS)?;
         txn.open_table(META)?;
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
@@ -340,6 +344,7 @@ fn apply_batch(
             rule_history: txn.open_table(RULE_HISTORY)?,
             timers: txn.open_table(super::timers::TIMERS)?,
             devices: txn.open_table(DEVICES)?,
+            transitions: txn.open_table(TRANSITIONS)?,
         };
         let mut meta = txn.open_table(META)?;
         for entry in entries {
@@ -410,6 +415,12 @@ fn build(db: &Database) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
     data.timers = super::timers::read_all(&txn)?;
     for row in txn.open_table(DEVICES)?.iter()? {
         data.devices.push(decode(row?.1.value())?);
+    }
+    for row in txn.open_table(TRANSITIONS)?.iter()? {
+        let (k, v) = row?;
+        let (t, r, d) = k.value();
+        data.transitions
+            .push((t.into(), r.into(), d.into(), v.value()));
     }
     let meta_table = txn.open_table(META)?;
     let get = |key| -> Result<Option<Vec<u8>>, StoreError> {
@@ -485,6 +496,11 @@ fn install(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), Store
         }
         for node in &data.nodes {
             nodes.insert(node.id, serde_json::to_vec(node)?.as_slice())?;
+        }
+        let mut transitions = txn.open_table(TRANSITIONS)?;
+        transitions.retain(|_, _| false)?;
+        for (t, r, d, at) in &data.transitions {
+            transitions.insert((t.as_str(), r.as_str(), d.as_str()), *at)?;
         }
         let mut devices = txn.open_table(DEVICES)?;
         devices.retain(|_, _| false)?;

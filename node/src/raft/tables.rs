@@ -13,6 +13,8 @@
 //!   `rules history` and rollback (deletions keep the history);
 //! - `timers`: (shard, tenant, device, rule id) → pending timers (see `timers.rs`);
 //! - `devices`: (tenant, device id) → [`DeviceRecord`]: the device registry;
+//! - `transitions`: (tenant, rule id, device) → event time (`i64`) of the latest alarm
+//!   transition: a new owner's actor evaluates only points after it;
 //! - `meta`: `"last_applied"` (log id), `"last_membership"` (stored membership);
 //! - `snapshot`: `"meta"` (snapshot meta, JSON) and `"data"` (raw bytes) of the last snapshot.
 //!
@@ -49,6 +51,9 @@ pub(super) const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("node
 pub(super) const RULE_HISTORY: TableDefinition<(&str, &str, u64), &[u8]> =
     TableDefinition::new("rule_history");
 pub(super) const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
+pub(super) const TRANSITIONS: TableDefinition<(&str, &str, &str), i64> =
+    TableDefinition::new("transitions");
+pub(super) type TransitionsTable<'t> = Table<'t, (&'static str, &'static str, &'static str), i64>;
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
@@ -73,10 +78,20 @@ pub(super) struct TxnView<'t> {
     /// Pending-timer records (`timers.rs`).
     pub(super) timers: super::timers::TimersTable<'t>,
     pub(super) devices: DevicesTable<'t>,
+    pub(super) transitions: TransitionsTable<'t>,
 }
 
 impl ControlState for TxnView<'_> {
     type Error = StoreError;
+
+    fn note_transition(&mut self, d: &DeviceKey, rule: &str, at_ms: i64) -> Result<(), StoreError> {
+        let key = (d.tenant.as_str(), rule, d.device.as_str());
+        let last = self.transitions.get(key)?.map(|v| v.value());
+        if last.is_none_or(|l| l < at_ms) {
+            self.transitions.insert(key, at_ms)?;
+        }
+        Ok(())
+    }
 
     fn shard_owner(&self, shard: ShardId) -> Result<Option<(u64, u64)>, StoreError> {
         Ok(self.shards.get(shard)?.map(|v| v.value()))
@@ -210,6 +225,18 @@ pub fn read_alarm(db: &Database, id: &str) -> Result<Option<Alarm>, StoreError> 
     let txn = db.begin_read()?;
     let table = txn.open_table(ALARMS)?;
     table.get(index)?.map(|v| decode(v.value())).transpose()
+}
+
+/// Event time of the latest alarm transition of (device, rule), if any.
+pub fn read_last_transition(
+    db: &Database,
+    device: &DeviceKey,
+    rule_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(TRANSITIONS)?;
+    let key = (device.tenant.as_str(), rule_id, device.device.as_str());
+    Ok(table.get(key)?.map(|v| v.value()))
 }
 
 pub fn read_active_alarm(
