@@ -83,13 +83,23 @@ async fn register(control: &ControlPlane, device: &DeviceKey) -> Result<(), Sink
             Ok(())
         }
         Ok(ControlResponse::Unchanged) => Ok(()),
-        Ok(other) => Err(SinkError::fatal(format!(
-            "auto-provisioning {device}: unexpected answer {other:?}"
-        ))),
-        Err(e) if e.is_retryable() => Err(SinkError::retryable(format!(
-            "auto-provisioning {device}: {e}"
-        ))),
-        Err(e) => Err(SinkError::fatal(format!("auto-provisioning {device}: {e}"))),
+        // Every failure is retried: a refusal here would acknowledge the message to the
+        // broker and drop points the device was already told were delivered. The message
+        // stays un-acknowledged (and the broker keeps it) until provisioning succeeds.
+        Ok(other) => {
+            tracing::error!(%device, answer = ?other, "auto-provisioning: unexpected answer; retrying");
+            Err(SinkError::retryable(format!(
+                "auto-provisioning {device}: unexpected answer {other:?}"
+            )))
+        }
+        Err(e) => {
+            if !e.is_retryable() {
+                tracing::error!(%device, error = %e, "auto-provisioning failed; retrying");
+            }
+            Err(SinkError::retryable(format!(
+                "auto-provisioning {device}: {e}"
+            )))
+        }
     }
 }
 
