@@ -76,7 +76,9 @@ async fn register(control: &ControlPlane, device: &DeviceKey) -> Result<(), Sink
         device: device.clone(),
         at_ms: crate::api::now_ms(),
     });
-    match control.write(cmd).await {
+    // Committed is enough: the message goes on to the device's owner, and this node may be
+    // one that never applies it (removed from the membership but still subscribed).
+    match control.write_committed(cmd).await {
         Ok(ControlResponse::Device(Some(_))) => {
             metrics::counter!(DEVICES_PROVISIONED).increment(1);
             tracing::info!(%device, "device auto-provisioned");

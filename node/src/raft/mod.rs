@@ -367,7 +367,17 @@ impl ControlPlane {
     /// applied. On a follower the write is forwarded to the leader (see [`ops`]); while
     /// there is no leader it is retried until `WRITE_TIMEOUT` (10 s).
     pub async fn write(&self, cmd: ControlCommand) -> Result<ControlResponse, ControlError> {
-        self.write_forwarding(cmd, WRITE_TIMEOUT).await
+        self.write_forwarding(cmd, WRITE_TIMEOUT, true).await
+    }
+
+    /// [`write`](Self::write) that answers once the entry is committed and applied on the
+    /// leader, without waiting for this node to apply it (a node removed from the membership
+    /// never would).
+    pub async fn write_committed(
+        &self,
+        cmd: ControlCommand,
+    ) -> Result<ControlResponse, ControlError> {
+        self.write_forwarding(cmd, WRITE_TIMEOUT, false).await
     }
 
     /// Proposes on this node only: `NotLeader` when another node leads. Forwarded writes

@@ -59,6 +59,7 @@ impl ControlPlane {
         &self,
         cmd: ControlCommand,
         timeout: Duration,
+        read_your_writes: bool,
     ) -> Result<ControlResponse, ControlError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -67,7 +68,9 @@ impl ControlPlane {
                     Some(f) => match f.forward(leader, &addr, &cmd).await {
                         // Read your writes: answer once this node has applied it too.
                         Ok((index, response)) => {
-                            self.wait_applied(index, deadline).await?;
+                            if read_your_writes {
+                                self.wait_applied(index, deadline).await?;
+                            }
                             Ok(response)
                         }
                         Err(e) => Err(e),
