@@ -177,6 +177,9 @@ impl Supervisor {
         if applied < need {
             return Err(format!("applied index {applied} is behind {need}"));
         }
+        // Once deposed, this node reports this grant as its last contact with a leader of
+        // this term, so its successor waits for this lease too (see `raft::contact`).
+        control.contact().led(v.term, Instant::now());
         Ok(())
     }
 

@@ -82,6 +82,17 @@ impl LeaderContact {
         }
     }
 
+    /// This node, leading `term`, granted a lease at `now`: its own leadership counts as
+    /// acknowledged then (a deposed leader's report must cover the leases it granted itself).
+    pub fn led(&self, term: u64, now: Instant) {
+        let mut s = self.state();
+        let at = s.acks.entry(term).or_insert(now);
+        *at = (*at).max(now);
+        while s.acks.len() > KEPT_TERMS {
+            s.acks.pop_first();
+        }
+    }
+
     /// A time at or after this node's last acknowledgement of any leader of a term below
     /// `term`, read at `now`.
     pub fn last_before(&self, term: u64, now: Instant) -> Instant {
@@ -185,6 +196,17 @@ mod tests {
             }
             assert_eq!(c.last_before(*term, at(1000)), at(*want), "{case}");
         }
+    }
+
+    #[test]
+    fn a_deposed_leader_reports_its_last_grant() {
+        let t0 = Instant::now();
+        let c = LeaderContact::new(t0);
+        c.led(2, t0 + Duration::from_millis(700));
+        assert_eq!(
+            c.last_before(3, t0 + Duration::from_secs(1)),
+            t0 + Duration::from_millis(700)
+        );
     }
 
     #[test]
