@@ -8,7 +8,7 @@
 //! panic; the runner turns Ctrl-C into an ordinary error so `Drop` runs then too).
 //!
 //! The lab only ever touches its own namespaces, links and mounts: every command names one
-//! of them, and [`Lab::nft`] refuses a namespace without the prefix.
+//! of them, and `Lab::nft` refuses a namespace without the prefix.
 
 pub mod nft;
 
