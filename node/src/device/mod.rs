@@ -51,7 +51,10 @@ impl DeviceError {
     pub fn is_retryable(&self) -> bool {
         match self {
             DeviceError::Store(StorageError::Engine(_)) => true,
-            DeviceError::Store(StorageError::Closed) => false,
+            // The store is closing (this node stops): not stored here, but the same points
+            // are stored once redelivered to, or retried on, a node that runs. Treating it as
+            // a refusal would acknowledge points that were never stored.
+            DeviceError::Store(StorageError::Closed) => true,
             DeviceError::Store(StorageError::Invalid { .. }) => false,
             // The shard moved: a retry is routed to its new owner.
             DeviceError::Store(StorageError::StaleEpoch { .. }) => true,
