@@ -2,11 +2,12 @@
 //! Mosquitto, waits on placement, shard owners, and the lease-log checker.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use starling_chaos::checkers::lease_overlap;
 use starling_chaos::cluster::ServeCluster;
+use starling_chaos::workload::observe;
 use starling_chaos::{Mosquitto, MosquittoOptions};
 use starling_sdk::proto::QueryRequest;
 use starling_sdk::{Client, Profile};
@@ -68,9 +69,9 @@ impl TestCluster {
 
     /// Panics with the first pair of overlapping lease intervals in the nodes' lease logs.
     pub fn assert_no_lease_overlap(&self) {
-        let intervals = lease_intervals(&self.lease_logs()).expect("lease logs");
+        let intervals = lease_overlap::intervals(&self.lease_logs()).expect("lease logs");
         assert!(!intervals.is_empty(), "no lease was ever granted");
-        if let Some((shard, x, y)) = first_overlap(&intervals) {
+        if let Some((shard, x, y)) = lease_overlap::first_overlap(&intervals) {
             panic!(
                 "shard {shard}: node {} held {x:?} and node {} held {y:?}",
                 x.node, y.node
@@ -78,9 +79,13 @@ impl TestCluster {
         }
     }
 
-    /// Every node's lease log.
-    pub fn lease_logs(&self) -> Vec<std::path::PathBuf> {
-        self.cluster.nodes.iter().map(|n| n.lease_log()).collect()
+    /// Every node's lease log text (rotated part first), as the chaos checker reads it.
+    pub fn lease_logs(&self) -> Vec<String> {
+        self.cluster
+            .nodes
+            .iter()
+            .map(|n| observe::lease_log(n.lease_log().parent().expect("data dir")))
+            .collect()
     }
 }
 
@@ -166,102 +171,4 @@ pub async fn query_full(client: &Client, device: &str) -> anyhow::Result<(usize,
         }
         token = r.next_page_token;
     }
-}
-
-/// One lease interval of a node on a shard, wall-clock ms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Interval {
-    pub node: u64,
-    pub from: i64,
-    pub to: i64,
-}
-
-/// Reads the lease logs and returns, per shard, the intervals in which a node held an
-/// unexpired lease covering it: a grant covers its shards from `at_ms` to `until_ms`;
-/// consecutive grants of one node merge; a release ends the interval at its `at_ms`.
-pub fn lease_intervals(logs: &[impl AsRef<Path>]) -> anyhow::Result<BTreeMap<u32, Vec<Interval>>> {
-    let mut out: BTreeMap<u32, Vec<Interval>> = BTreeMap::new();
-    for log in logs {
-        let text = match std::fs::read_to_string(log.as_ref()) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
-        };
-        // Open interval per shard for this node (index into `out[shard]`), and the shards of
-        // the last grant, which a "renew" line covers again.
-        let mut open: BTreeMap<u32, usize> = BTreeMap::new();
-        let mut granted: Vec<u32> = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .with_context(|| format!("{}: bad line {line}", log.as_ref().display()))?;
-            let node = v["node"].as_u64().context("node")?;
-            let at = v["at_ms"].as_i64().context("at_ms")?;
-            let event = v["event"].as_str().context("event")?;
-            let shards = match event {
-                "renew" => granted.clone(),
-                _ => starling_node::cluster::lease::parse_ranges(
-                    v["shards"].as_str().context("shards")?,
-                )
-                .map_err(anyhow::Error::msg)?,
-            };
-            match event {
-                "grant" | "renew" => {
-                    let until = v["until_ms"].as_i64().context("until_ms")?;
-                    for s in &shards {
-                        let list = out.entry(*s).or_default();
-                        match open.get(s).map(|i| &mut list[*i]) {
-                            Some(iv) if iv.to >= at => iv.to = iv.to.max(until),
-                            _ => {
-                                list.push(Interval {
-                                    node,
-                                    from: at,
-                                    to: until,
-                                });
-                                open.insert(*s, list.len() - 1);
-                            }
-                        }
-                    }
-                    granted = shards;
-                }
-                "release" => {
-                    for s in &shards {
-                        if let Some(i) = open.remove(s)
-                            && let Some(iv) = out.get_mut(s).and_then(|l| l.get_mut(i))
-                        {
-                            iv.to = iv.to.min(at);
-                        }
-                    }
-                    granted.retain(|s| !shards.contains(s));
-                }
-                other => bail!("unknown lease event {other:?}"),
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The first pair of intervals of different nodes that overlap on a shard, if any.
-pub fn first_overlap(
-    intervals: &BTreeMap<u32, Vec<Interval>>,
-) -> Option<(u32, Interval, Interval)> {
-    for (shard, list) in intervals {
-        let mut sorted = list.clone();
-        sorted.sort_by_key(|i| (i.from, i.to));
-        // The interval reaching furthest so far: any later one of another node must start
-        // at or after its end.
-        let mut reach: Option<Interval> = None;
-        for b in sorted {
-            if let Some(a) = reach {
-                if a.node != b.node && b.from < a.to {
-                    return Some((*shard, a, b));
-                }
-                if b.to > a.to {
-                    reach = Some(b);
-                }
-            } else {
-                reach = Some(b);
-            }
-        }
-    }
-    None
 }
