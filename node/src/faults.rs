@@ -6,6 +6,9 @@
 //!   message's points and before committing its alarm transitions through Raft. A test pauses
 //!   the node (SIGSTOP) inside that window, lets its shards move, resumes it (SIGCONT) and
 //!   sees the stale commit refused by epoch.
+//! - `STARLING_FAULT_POWER_LOSS=1`: every durable file the node writes (its redb databases and
+//!   the Raft journal) keeps writes not yet synced in this process's memory
+//!   (`storage::volatile`), so a SIGKILL loses what a power cut would: what was not fsynced.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -20,5 +23,20 @@ pub fn alarm_commit_delay() -> Option<Duration> {
             .ok()?;
         tracing::warn!(ms, "fault injection: alarm commits are delayed");
         Some(Duration::from_millis(ms))
+    })
+}
+
+/// Whether the power-loss mode is on, read once from the environment.
+pub fn power_loss() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var("STARLING_FAULT_POWER_LOSS").is_ok_and(|v| v == "1");
+        if on {
+            tracing::warn!(
+                "fault injection: POWER LOSS mode: writes not yet fsynced are held in memory \
+                 and lost when the process dies (never run a production node like this)"
+            );
+        }
+        on
     })
 }

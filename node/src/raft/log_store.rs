@@ -18,11 +18,14 @@
 //! and the file is cut there. When the journal outgrows [`COMPACT_BYTES`], a purge rewrites it
 //! from memory (`raft.journal.tmp`, fsync, rename, fsync of the directory).
 //!
+//! In the power-loss fault mode (`STARLING_FAULT_POWER_LOSS=1`) the journal is a
+//! [`SyncedFile`] whose unsynced writes live in memory, so a kill loses them; its create,
+//! rename and unlink still take effect at once.
+//!
 //! This module knows nothing of what entries mean; that is the state machine's job.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::File;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +36,7 @@ use openraft::{LogState, OptionalSend, RaftLogId, RaftLogReader};
 use serde::{Deserialize, Serialize};
 
 use super::types::{LogId, Op, RaftEntry, StorageResult, TypeConfig, Vote, storage_err};
+use crate::storage::volatile::SyncedFile;
 
 /// The journal's file name in the Raft directory.
 pub const JOURNAL: &str = "raft.journal";
@@ -152,14 +156,9 @@ impl LogStore {
     pub fn open(dir: &Path, alive: tokio::sync::mpsc::Sender<()>) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(JOURNAL);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        let power_loss = crate::faults::power_loss();
+        let file = SyncedFile::open(&path, false, power_loss)?;
+        let bytes = file.read_all()?;
         let (records, valid) = replay(&bytes);
         if valid < bytes.len() {
             tracing::warn!(
@@ -170,7 +169,6 @@ impl LogStore {
             file.set_len(valid as u64)?;
             file.sync_data()?;
         }
-        file.seek(SeekFrom::End(0))?;
         let mut mem = Mem::default();
         for record in records {
             mem.apply(record);
@@ -185,6 +183,7 @@ impl LogStore {
             dir: dir.to_owned(),
             mem: mem.clone(),
             failed: None,
+            power_loss,
         };
         std::thread::Builder::new()
             .name("raft-journal".into())
@@ -299,13 +298,15 @@ impl LogStore {
 
 /// The writer thread's side: the file and its size.
 struct Journal {
-    file: File,
+    file: SyncedFile,
     size: u64,
     path: PathBuf,
     dir: PathBuf,
     mem: Arc<Mutex<Mem>>,
     /// After a failed write nothing more is written (openraft stops on the error).
     failed: Option<String>,
+    /// The power-loss fault mode: the compacted journal is a volatile file too.
+    power_loss: bool,
 }
 
 impl Journal {
@@ -362,7 +363,7 @@ impl Journal {
             ));
         }
         let res = (|| {
-            self.file.write_all(bytes)?;
+            self.file.write_at(self.size, bytes)?;
             if sync {
                 self.file.sync_data()?;
             }
@@ -393,14 +394,15 @@ impl Journal {
             }
         }
         let tmp = self.path.with_extension("journal.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
+        let f = SyncedFile::open(&tmp, true, self.power_loss)?;
+        f.write_at(0, &bytes)?;
+        f.sync_data()?;
+        drop(f);
         std::fs::rename(&tmp, &self.path)?;
         // From here the old file handle no longer names the journal: failing is final.
         let reopened = File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .and_then(|()| OpenOptions::new().append(true).open(&self.path));
+            .and_then(|()| SyncedFile::open(&self.path, false, self.power_loss));
         let before = self.size;
         match reopened {
             Ok(f) => self.file = f,

@@ -56,6 +56,7 @@ use self::types::{NodeId, Raft};
 use crate::metrics_names::{RAFT_APPLIED, RAFT_IS_LEADER, RAFT_TERM};
 use crate::model::{Alarm, DeviceKey, Rule};
 use crate::shard::ShardId;
+use crate::storage::volatile::create_database;
 
 /// Capacity of the [`Applied`] broadcast; a receiver lagging further loses events
 /// (`RecvError::Lagged`) and must reload what it derives from them.
@@ -228,7 +229,7 @@ impl ControlPlane {
         })?;
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         let sm = StateMachineStore::open(
-            Database::create(dir.join("sm.redb"))?,
+            create_database(&dir.join("sm.redb"), crate::faults::power_loss())?,
             events.clone(),
             alive,
         )?;

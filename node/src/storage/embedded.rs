@@ -107,9 +107,9 @@ impl EmbeddedStore {
             StorageError::Engine(format!("creating {}: {error}", dir.display()))
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|error| {
-            StorageError::Engine(format!("opening {}: {error}", path.display()))
-        })?;
+        let db = super::volatile::create_database(&path, crate::faults::power_loss()).map_err(
+            |error| StorageError::Engine(format!("opening {}: {error}", path.display())),
+        )?;
         // Create the tables up front so read transactions can always open them.
         let txn = db.begin_write().map_err(engine)?;
         txn.open_table(POINTS).map_err(engine)?;
