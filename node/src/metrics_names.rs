@@ -50,3 +50,7 @@ pub const NOTIFY_RETRIED: &str = "starling_notify_retries_total";
 pub const NOTIFY_RATE_LIMITED: &str = "starling_notify_rate_limited_total";
 /// Counter. Applied alarm events the notifier missed by falling behind (not delivered).
 pub const NOTIFY_LAGGED: &str = "starling_notify_lagged_events_total";
+/// Counter. Retention sweeps of this node's store. Label `result`: `ok` | `failed`.
+pub const RETENTION_SWEEPS: &str = "starling_retention_sweeps_total";
+/// Counter. Raw points and rollup buckets deleted by retention sweeps.
+pub const RETENTION_DELETED: &str = "starling_retention_deleted_total";

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::{self, ApiState};
 use crate::cluster::forward::{ClusterSink, Forwarder};
@@ -164,10 +164,7 @@ pub async fn run(
                 .add_service(tonic::service::interceptor::InterceptedService::new(
                     data_svc, check,
                 ))
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    stopped(stop_rx.clone()),
-                );
+                .serve_with_incoming_shutdown(incoming(listener), stopped(stop_rx.clone()));
             Some(tokio::spawn(server))
         }
         (None, _) => None,
@@ -234,10 +231,7 @@ pub async fn run(
     let grpc = tonic::transport::Server::builder()
         .tls_config(server_tls)?
         .add_routes(api::routes(state))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.grpc),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(listeners.grpc), stopped(stop_rx.clone()));
     let grpc = tokio::spawn(grpc);
     let (host, port) = split_host_port(&config.broker)?;
     let mqtt_cfg = ingest::mqtt::MqttIngestConfig {
@@ -280,6 +274,14 @@ pub async fn run(
     )
     .map_err(|e| NodeError::Notify(e.to_string()))?;
     background.extend(notify);
+    if config.retention.deletes_anything() {
+        background.push(tokio::spawn(crate::storage::sweeper::run(
+            store.clone(),
+            config.retention.policy(),
+            config.retention.interval,
+            stop_rx.clone(),
+        )));
+    }
     let ingest = tokio::spawn(ingest::mqtt::run(mqtt_cfg, sink, stop_rx.clone()));
 
     tracing::info!(node = config.node_id, "node running");
@@ -524,6 +526,14 @@ pub async fn shutdown_signal() {
 fn mqtt5_port(args: &crate::cli::DevArgs) -> u16 {
     args.mqtt5_port
         .unwrap_or_else(|| args.mqtt_port.saturating_add(1))
+}
+
+/// Accepted connections of a gRPC listener, with Nagle's algorithm off. `serve_with_incoming`
+/// ignores the server builder's `tcp_nodelay`, so it is set here; without it a small reply (a
+/// Raft AppendEntries acknowledgement, a forwarded write's answer) can wait for the peer's
+/// delayed ACK, tens of milliseconds on every round trip.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// `starling serve`: a production node from a validated [`ServeConfig`], in the foreground

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 mod duration;
 pub mod notify;
+pub mod retention;
 pub mod serve;
 mod serve_env;
 #[cfg(test)]
@@ -69,6 +70,9 @@ pub struct NodeConfig {
     /// messages are refused, counted and explained on `devices/{id}/errors`. On in `dev`
     /// (the default here), off by default in `serve` (`ingest.auto_provision`).
     pub auto_provision: bool,
+    /// How long each tier of telemetry is kept and how often it is swept (`[retention]`;
+    /// `dev` keeps everything).
+    pub retention: retention::RetentionConfig,
 }
 
 impl NodeConfig {
@@ -95,6 +99,7 @@ impl NodeConfig {
             tls_key: certs.join("server.key"),
             notify: notify::NotifyConfig::default(),
             auto_provision: true,
+            retention: retention::RetentionConfig::default(),
             data_dir,
         }
     }

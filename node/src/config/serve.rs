@@ -95,6 +95,9 @@ pub struct ServeConfig {
     /// Delivery of alarm transitions to rule targets (see `config/notify.rs`).
     #[serde(default)]
     pub notify: super::notify::NotifyConfig,
+    /// How long telemetry is kept, per tier and tenant (see `config/retention.rs`).
+    #[serde(default)]
+    pub retention: super::retention::RetentionConfig,
 }
 
 /// `[listen]`: the sockets the node binds (IP:port; `0.0.0.0` or `[::]` for every interface).
@@ -430,6 +433,7 @@ impl ServeConfig {
         node.tls_key = self.tls.key.clone();
         node.notify = self.notify.clone();
         node.auto_provision = self.ingest.auto_provision;
+        node.retention = self.retention.clone();
         node
     }
 

@@ -80,6 +80,10 @@ pub(super) const KEYS: &[(&str, Kind)] = &[
     ("notify.smtp_ca", Kind::Str),
     ("notify.sms_url", Kind::Str),
     ("notify.sms_token", Kind::Str),
+    ("retention.raw", Kind::Str),
+    ("retention.minute", Kind::Str),
+    ("retention.hour", Kind::Str),
+    ("retention.interval", Kind::Str),
 ];
 
 /// One variable's override: the key it sets, the variable, the value.

@@ -308,6 +308,9 @@ fn env_keys_cover_the_schema() {
     c.notify.smtp_ca = Some("ca.pem".into());
     c.notify.sms_url = Some("https://sms/send".into());
     c.notify.sms_token = Some("t".into());
+    c.retention.raw = Some(Duration::from_secs(86_400));
+    c.retention.minute = Some(Duration::from_secs(86_400));
+    c.retention.hour = Some(Duration::from_secs(86_400));
     let table: toml::Table = toml::from_str(&c.to_toml()).expect("to_toml parses");
     fn leaves(prefix: &str, t: &toml::Table, out: &mut BTreeSet<String>) {
         for (k, v) in t {

@@ -41,6 +41,12 @@ impl ServeConfig {
             .map_err(|e| ServeConfigError::Invalid {
                 field: e.field,
                 message: e.to_string(),
+            })?;
+        self.retention
+            .validate()
+            .map_err(|e| ServeConfigError::Invalid {
+                field: e.field,
+                message: e.to_string(),
             })
     }
 

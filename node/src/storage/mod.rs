@@ -16,6 +16,8 @@ pub mod embedded;
 pub mod retention;
 pub mod rollup;
 pub mod scylla;
+pub mod sweeper;
+pub mod volatile;
 
 pub use self::retention::{Retention, RetentionPolicy};
 pub use self::rollup::{Bucket, Resolution, RollupPage, RollupQuery};
