@@ -1,8 +1,10 @@
 //! `starling simulate` against a real node: the real binary publishes a seeded fleet over MQTT
 //! to the node's embedded broker, and the SDK checks what the node stored.
 //!
-//! - Everything the simulator got acknowledged is stored: each device has exactly its
-//!   messages' `temp` points, with the timestamps it sent once each.
+//! - Every scenario (trucks, weather stations, machines): everything the simulator got
+//!   acknowledged is stored; each device has exactly its messages' points of its scenario's
+//!   metrics, with the timestamps it sent once each; the summary has the ack latency
+//!   percentiles.
 //! - Malformed messages (probability 1) are acknowledged, counted as rejections, and stored
 //!   nowhere.
 
@@ -68,54 +70,77 @@ async fn wait_metric_points(
     }
 }
 
+/// (scenario, the metrics of its samples; the first is checked point by point).
+const SCENARIOS: [(&str, &[&str]); 3] = [
+    ("logistics", &["temp", "fuel", "door", "pos"]),
+    ("weather", &["temp", "humidity", "pressure"]),
+    ("factory", &["vibration", "spindle_temp", "rpm"]),
+];
+
 #[tokio::test(flavor = "multi_thread")]
-async fn simulated_fleet_is_stored_completely() {
+async fn every_scenario_is_acknowledged_and_stored_completely() {
+    const DEVICES: usize = 3;
+    const MESSAGES: u64 = 20;
     let node = start_node(None, &[]).await.unwrap();
     let broker = format!("127.0.0.1:{}", node.node.mqtt_port());
-    let summary = simulate(&[
-        "--broker",
-        &broker,
-        "--devices",
-        "5",
-        "--rate",
-        "20",
-        "--messages",
-        "20",
-        "--seed",
-        "7",
-        "--prefix",
-        "t70-",
-        "--malformed-probability",
-        "0",
-    ])
-    .await;
-    assert_eq!(summary["devices"], 5, "{summary}");
-    assert_eq!(summary["published"], 100, "{summary}");
-    assert_eq!(summary["acked"], 100, "{summary}");
-    assert_eq!(summary["malformed"], 0, "{summary}");
-    assert_eq!(summary["interrupted"], false, "{summary}");
-    assert!(
-        summary["seconds"].as_f64().is_some_and(|s| s > 0.5),
-        "{summary}"
-    );
-
     let client = client(&node.node).unwrap();
-    for i in 0..5 {
-        let device = format!("t70-{i}");
-        let temps = wait_metric_points(&client, &device, "temp", 20)
-            .await
-            .unwrap();
-        let ts: BTreeSet<i64> = temps.iter().map(|p| p.ts_ms).collect();
-        assert_eq!(temps.len(), 20, "{device}: {temps:?}");
-        assert_eq!(ts.len(), 20, "{device}: distinct timestamps");
-        let all = query_all(&client, &device).await.unwrap();
-        let metrics: BTreeSet<&str> = all.iter().map(|p| p.metric.as_str()).collect();
-        assert_eq!(
-            metrics,
-            BTreeSet::from(["door", "fuel", "pos", "temp"]),
-            "{device}"
+    for (scenario, metrics) in SCENARIOS {
+        let prefix = format!("t70-{scenario}-");
+        let summary = simulate(&[
+            "--broker",
+            &broker,
+            "--scenario",
+            scenario,
+            "--devices",
+            &DEVICES.to_string(),
+            "--rate",
+            "20",
+            "--messages",
+            &MESSAGES.to_string(),
+            "--seed",
+            "7",
+            "--prefix",
+            &prefix,
+            "--fault-probability",
+            "0.2",
+            "--malformed-probability",
+            "0",
+        ])
+        .await;
+        let total = DEVICES as u64 * MESSAGES;
+        assert_eq!(summary["scenario"], scenario, "{summary}");
+        assert_eq!(summary["devices"], DEVICES, "{summary}");
+        assert_eq!(summary["sent"], total, "{summary}");
+        assert_eq!(summary["acked"], total, "{summary}");
+        assert_eq!(summary["failed"], 0, "{summary}");
+        assert_eq!(summary["malformed"], 0, "{summary}");
+        assert_eq!(summary["interrupted"], false, "{summary}");
+        let p50 = summary["ack_p50_ms"].as_f64().expect("p50 present");
+        let p99 = summary["ack_p99_ms"].as_f64().expect("p99 present");
+        assert!(0.0 < p50 && p50 <= p99, "{summary}");
+        assert!(
+            summary["seconds"].as_f64().is_some_and(|s| s > 0.5),
+            "{summary}"
         );
-        assert_eq!(all.len(), 80, "{device}: 20 samples of 4 metrics");
+
+        // What the broker acknowledged is what the node stored: every sample once, each with
+        // the scenario's metrics.
+        let mut stored = 0;
+        for i in 0..DEVICES {
+            let device = format!("{prefix}{i}");
+            let points = wait_metric_points(&client, &device, metrics[0], MESSAGES as usize)
+                .await
+                .unwrap();
+            let ts: BTreeSet<i64> = points.iter().map(|p| p.ts_ms).collect();
+            assert_eq!(points.len(), MESSAGES as usize, "{device}: {points:?}");
+            assert_eq!(ts.len(), MESSAGES as usize, "{device}: distinct timestamps");
+            stored += points.len() as u64;
+            let all = query_all(&client, &device).await.unwrap();
+            let names: BTreeSet<&str> = all.iter().map(|p| p.metric.as_str()).collect();
+            assert_eq!(names, metrics.iter().copied().collect(), "{device}");
+            assert_eq!(all.len(), MESSAGES as usize * metrics.len(), "{device}");
+        }
+        assert_eq!(summary["acked"], stored, "{scenario}: acked vs stored");
     }
 }
 
@@ -138,7 +163,8 @@ async fn malformed_fleet_is_rejected_and_not_stored() {
         "1",
     ])
     .await;
-    assert_eq!(summary["published"], 10, "{summary}");
+    assert_eq!(summary["sent"], 10, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
     assert_eq!(summary["acked"], 10, "{summary}");
     assert_eq!(summary["malformed"], 10, "{summary}");
 

@@ -45,7 +45,7 @@ pub struct Cli {
 /// (flattened: they appear as siblings of `simulate` on the command line).
 #[derive(Debug, Clone, Subcommand)]
 pub enum TopCommand {
-    /// Simulate a fleet of devices (trucks with GPS, temperature, fuel, door; spikes,
+    /// Simulate a fleet of devices (trucks, weather stations or factory machines; faults,
     /// dropouts and malformed messages) publishing telemetry to an MQTT broker at QoS 1.
     Simulate(SimulateArgs),
     /// Make the cluster CA, node certificates and client certificates with their profiles.
@@ -593,6 +593,23 @@ mod tests {
                 true,
             ),
             (&["simulate", "--duration", "5m", "--tenant", "acme"], true),
+            (
+                &["simulate", "--scenario", "weather", "--duration", "5m"],
+                true,
+            ),
+            (
+                &[
+                    "simulate",
+                    "--scenario",
+                    "factory",
+                    "--fault-probability",
+                    "0.5",
+                ],
+                true,
+            ),
+            (&["simulate", "--spike-probability", "0.5"], true),
+            (&["simulate", "--scenario", "ships"], false),
+            (&["simulate", "--fault-probability", "2"], false),
             (&["simulate", "--center", "-33.9,18.4"], true),
             (&["simulate", "--broker", "[::1]:1883"], true),
             (&["simulate", "--duration", "5s", "--messages", "3"], false),
@@ -626,10 +643,11 @@ mod tests {
         assert_eq!(a.broker, ("127.0.0.1".to_owned(), 1883));
         assert_eq!((a.devices, a.rate, a.seed), (10, 1.0, 42));
         assert_eq!((a.duration, a.messages), (None, None));
-        assert_eq!((a.prefix.as_str(), a.tenant.as_str()), ("sim-", ""));
+        assert_eq!(a.scenario, crate::simulate::scenario::Scenario::Logistics);
+        assert_eq!((a.prefix.as_deref(), a.tenant.as_str()), (None, ""));
         assert_eq!(
             (
-                a.spike_probability,
+                a.fault_probability,
                 a.dropout_probability,
                 a.malformed_probability
             ),

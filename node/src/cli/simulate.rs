@@ -6,10 +6,16 @@ use clap::Args;
 use super::Format;
 
 use crate::simulate::geo::LatLon;
+use crate::simulate::scenario::Scenario;
 
 /// Arguments of `starling simulate`.
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
+    /// What the devices are: trucks (GPS, cargo temperature, fuel, door), weather stations
+    /// (temperature and humidity on a daily cycle 60× faster than real time, pressure) or
+    /// machines (vibration, spindle temperature drifting up until maintenance, speed).
+    #[arg(long, value_enum, default_value_t = Scenario::Logistics)]
+    pub scenario: Scenario,
     /// MQTT broker to publish to (MQTT 3.1.1, plain TCP): one connection per device, client
     /// id `sim-{prefix}{i}`.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1883", value_parser = parse_broker)]
@@ -30,28 +36,32 @@ pub struct SimulateArgs {
     /// Seed of every random choice: the same seed gives the same fleet.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Device id prefix.
-    #[arg(long, default_value = "sim-", value_parser = parse_prefix)]
-    pub prefix: String,
+    /// Device id prefix. Default: the scenario's device type and a dash (`truck-`, `station-`,
+    /// `machine-`).
+    #[arg(long, value_parser = parse_prefix)]
+    pub prefix: Option<String>,
     /// Tenant of the devices (empty: the default tenant, topic `devices/{id}/telemetry`).
     #[arg(long, value_name = "T", default_value = "", value_parser = parse_tenant)]
     pub tenant: String,
-    /// Per-message probability that a temperature spike (+25 °C for 3 to 6 messages) starts.
-    #[arg(long, value_name = "P", default_value_t = 0.01, value_parser = parse_probability)]
-    pub spike_probability: f64,
+    /// Per-message probability that a fault starts: a temperature spike (+25 °C, 3 to 6
+    /// messages), a storm (3 to 6 messages), or a vibration burst (3 to 6) or stuck
+    /// temperature sensor (5 to 20), by scenario.
+    #[arg(long, visible_alias = "spike-probability", value_name = "P", default_value_t = 0.01, value_parser = parse_probability)]
+    pub fault_probability: f64,
     /// Per-message probability that the device goes silent for 5 to 30 s.
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
     pub dropout_probability: f64,
     /// Per-message probability that the message is invalid telemetry (broken JSON, wrong type).
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
     pub malformed_probability: f64,
-    /// Centre of the ~20 km box the devices drive in, degrees.
+    /// Centre of the ~20 km box the trucks drive in, degrees (logistics).
     #[arg(long, value_name = "LAT,LON", default_value = "48.137,11.575", value_parser = parse_center, allow_hyphen_values = true)]
     pub center: LatLon,
-    /// Driving speed, km/h (0 to 1000).
+    /// Driving speed of the trucks, km/h (0 to 1000; logistics).
     #[arg(long, value_name = "KMH", default_value_t = 60.0, value_parser = parse_speed)]
     pub speed_kmh: f64,
-    /// Summary: one line of text, or one JSON object.
+    /// Summary: one line of text, or one JSON object. With `json` (or when stderr is not a
+    /// terminal) there is no progress line.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }

@@ -7,6 +7,9 @@ use serde_json::Value as Json;
 use super::*;
 use crate::ingest::payload::{Limits, parse_message};
 use crate::model::Value;
+use crate::simulate::geo;
+use crate::simulate::scenario::Scenario;
+use crate::simulate::scenario::logistics::{BOX_HALF_M, FUEL_PER_KM, MAX_LEG_M, TEMP_RANGE_C};
 
 const T0: i64 = 1_732_200_000_000;
 
@@ -14,7 +17,7 @@ fn config(devices: usize, rate: f64) -> FleetConfig {
     FleetConfig {
         devices,
         rate_per_s: rate,
-        spike_probability: 0.0,
+        fault_probability: 0.0,
         ..FleetConfig::default()
     }
 }
@@ -50,22 +53,55 @@ fn pos(o: &Outgoing) -> geo::LatLon {
     }
 }
 
+const SCENARIOS: [Scenario; 3] = [Scenario::Logistics, Scenario::Weather, Scenario::Factory];
+
 #[test]
-fn same_seed_same_output_other_seed_other_output() {
-    let cfg = FleetConfig {
-        devices: 4,
-        rate_per_s: 5.0,
-        spike_probability: 0.1,
-        dropout_probability: 0.02,
-        malformed_probability: 0.1,
-        ..FleetConfig::default()
-    };
-    let a = run(&mut Fleet::new(cfg.clone(), 42), 20_000, 37);
-    let b = run(&mut Fleet::new(cfg.clone(), 42), 20_000, 37);
-    let c = run(&mut Fleet::new(cfg, 43), 20_000, 37);
-    assert!(!a.is_empty());
-    assert_eq!(a, b);
-    assert_ne!(a, c);
+fn same_seed_same_payloads_other_seed_other_payloads() {
+    for scenario in SCENARIOS {
+        let cfg = FleetConfig {
+            scenario,
+            devices: 4,
+            rate_per_s: 5.0,
+            fault_probability: 0.1,
+            dropout_probability: 0.02,
+            malformed_probability: 0.1,
+            ..FleetConfig::default()
+        };
+        let payloads = |seed| -> Vec<(usize, String)> {
+            run(&mut Fleet::new(cfg.clone(), seed), 20_000, 37)
+                .into_iter()
+                .map(|o| (o.device, o.payload))
+                .collect()
+        };
+        let (a, b, c) = (payloads(42), payloads(42), payloads(43));
+        assert!(a.len() > 100, "{scenario:?}: {}", a.len());
+        assert_eq!(a, b, "{scenario:?}");
+        assert_ne!(a, c, "{scenario:?}");
+        // Stepped differently, the same seed still gives the same payloads.
+        let coarse: Vec<(usize, String)> = run(&mut Fleet::new(cfg.clone(), 42), 20_000, 1_000)
+            .into_iter()
+            .map(|o| (o.device, o.payload))
+            .collect();
+        let by = |v: &[(usize, String)]| {
+            let mut m: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+            for (d, p) in v {
+                m.entry(*d).or_default().push(p.clone());
+            }
+            m
+        };
+        // Per device, the step size does not matter (the runs may end one slot apart).
+        let (fine, coarse) = (by(&a), by(&coarse));
+        assert_eq!(fine.len(), coarse.len(), "{scenario:?}");
+        for (d, fine) in &fine {
+            let coarse = &coarse[d];
+            let n = fine.len().min(coarse.len());
+            assert!(
+                n + 1 >= fine.len().max(coarse.len()),
+                "{scenario:?} device {d}"
+            );
+            assert_eq!(fine[..n], coarse[..n], "{scenario:?} device {d}");
+        }
+    }
 }
 
 #[test]
@@ -181,7 +217,7 @@ fn positions_stay_valid_and_move_at_speed() {
             rate_per_s: rate,
             center,
             speed_kmh: kmh,
-            spike_probability: 0.0,
+            fault_probability: 0.0,
             ..FleetConfig::default()
         };
         // Long enough to reach the box edge and turn back: 2 hours.
@@ -208,15 +244,15 @@ fn positions_stay_valid_and_move_at_speed() {
 }
 
 #[test]
-fn spike_probability_one_makes_every_temperature_hot() {
+fn fault_probability_one_makes_every_temperature_hot() {
     let cfg = FleetConfig {
-        spike_probability: 1.0,
+        fault_probability: 1.0,
         ..config(3, 2.0)
     };
     let out = run(&mut Fleet::new(cfg, 5), 120_000, 100);
     assert!(!out.is_empty());
     for o in &out {
-        assert_eq!(o.kind, Kind::Spike);
+        assert_eq!(o.kind, Kind::Fault);
         let temp = json(o)["temp"].as_f64().expect("temp");
         assert!(temp > 30.0, "{temp}");
     }
@@ -234,13 +270,13 @@ fn without_spikes_temperatures_stay_normal_and_spikes_are_runs() {
     }
     // At 5 %, spikes come in runs of 3 to 6 messages.
     let cfg = FleetConfig {
-        spike_probability: 0.05,
+        fault_probability: 0.05,
         ..config(1, 5.0)
     };
     let out = run(&mut Fleet::new(cfg, 9), 600_000, 200);
     let kinds: Vec<Kind> = out.iter().map(|o| o.kind).collect();
     let runs: Vec<usize> = kinds
-        .split(|k| *k != Kind::Spike)
+        .split(|k| *k != Kind::Fault)
         .map(<[Kind]>::len)
         .filter(|n| *n > 0)
         .collect();
@@ -262,54 +298,74 @@ fn fuel_falls_with_distance() {
 }
 
 #[test]
-fn normal_payloads_are_valid_telemetry() {
-    let cfg = FleetConfig {
-        tenant: "acme".to_owned(),
-        spike_probability: 0.2,
-        ..config(3, 4.0)
-    };
-    let out = run(&mut Fleet::new(cfg, 8), 30_000, 100);
-    for o in &out {
-        assert!(o.topic.starts_with("tenants/acme/devices/sim-"));
-        let parsed = parse_message(&o.topic, o.payload.as_bytes(), &Limits::default(), o.ts_ms)
-            .expect("valid message");
-        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
-        let [sample] = parsed.samples.as_slice() else {
-            panic!("one sample expected: {}", o.payload);
+fn valid_payloads_are_telemetry_with_the_scenarios_metrics() {
+    // (scenario, device id prefix)
+    let cases = [
+        (Scenario::Logistics, "truck-"),
+        (Scenario::Weather, "w-"),
+        (Scenario::Factory, "machine-"),
+    ];
+    for (scenario, prefix) in cases {
+        let cfg = FleetConfig {
+            scenario,
+            prefix: prefix.to_owned(),
+            tenant: "acme".to_owned(),
+            fault_probability: 0.2,
+            ..config(3, 4.0)
         };
-        assert_eq!(sample.ts_ms, Some(o.ts_ms));
-        assert_eq!(sample.seq, Some(o.seq));
-        let names: Vec<&str> = sample.values.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["temp", "fuel", "door", "pos"]);
-        assert!(matches!(sample.values[2].1, Value::Bool(_)));
+        let out = run(&mut Fleet::new(cfg, 8), 30_000, 100);
+        assert!(out.iter().any(|o| o.kind == Kind::Fault), "{scenario:?}");
+        for o in &out {
+            assert!(
+                o.topic
+                    .starts_with(&format!("tenants/acme/devices/{prefix}"))
+            );
+            let parsed = parse_message(&o.topic, o.payload.as_bytes(), &Limits::default(), o.ts_ms)
+                .expect("valid message");
+            assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+            let [sample] = parsed.samples.as_slice() else {
+                panic!("one sample expected: {}", o.payload);
+            };
+            assert_eq!(sample.ts_ms, Some(o.ts_ms));
+            assert_eq!(sample.seq, Some(o.seq));
+            let names: Vec<&str> = sample.values.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(names, scenario.metrics(), "{scenario:?}");
+            if scenario == Scenario::Logistics {
+                assert!(matches!(sample.values[2].1, Value::Bool(_)));
+            }
+        }
     }
 }
 
 #[test]
 fn malformed_probability_one_makes_only_invalid_telemetry() {
-    let cfg = FleetConfig {
-        malformed_probability: 1.0,
-        ..config(4, 10.0)
-    };
-    let out = run(&mut Fleet::new(cfg, 13), 20_000, 50);
-    assert!((796..=804).contains(&out.len()), "{}", out.len());
-    let mut shapes = std::collections::BTreeSet::new();
-    for o in &out {
-        assert_eq!(o.kind, Kind::Malformed);
-        match parse_message(&o.topic, o.payload.as_bytes(), &Limits::default(), o.ts_ms) {
-            Err(rejection) => {
-                shapes.insert(rejection.reason.as_str());
-            }
-            Ok(parsed) => {
-                assert!(parsed.samples.is_empty(), "accepted: {}", o.payload);
-                shapes.insert(parsed.rejected[0].reason.as_str());
+    for scenario in SCENARIOS {
+        let cfg = FleetConfig {
+            scenario,
+            malformed_probability: 1.0,
+            ..config(4, 10.0)
+        };
+        let out = run(&mut Fleet::new(cfg, 13), 20_000, 50);
+        assert!((796..=804).contains(&out.len()), "{}", out.len());
+        let mut shapes = std::collections::BTreeSet::new();
+        for o in &out {
+            assert_eq!(o.kind, Kind::Malformed);
+            match parse_message(&o.topic, o.payload.as_bytes(), &Limits::default(), o.ts_ms) {
+                Err(rejection) => {
+                    shapes.insert(rejection.reason.as_str());
+                }
+                Ok(parsed) => {
+                    assert!(parsed.samples.is_empty(), "accepted: {}", o.payload);
+                    shapes.insert(parsed.rejected[0].reason.as_str());
+                }
             }
         }
+        assert_eq!(
+            shapes.into_iter().collect::<Vec<_>>(),
+            ["bad_ts", "bad_value", "malformed_json"],
+            "{scenario:?}"
+        );
     }
-    assert_eq!(
-        shapes.into_iter().collect::<Vec<_>>(),
-        ["bad_ts", "bad_value", "malformed_json"]
-    );
 }
 
 #[test]
