@@ -32,7 +32,16 @@ impl Listener {
             .args(["netns", "exec", ns, "python3", "-c", &script])
             .spawn()
             .expect("listener");
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        // Ready once it accepts inside its own namespace (python3 may start slowly on a busy
+        // machine; a fixed pause made this test flaky).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !connects(ns, addr, port) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "listener in {ns} on {addr}:{port} did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         Listener(child)
     }
 }
