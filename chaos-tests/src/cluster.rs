@@ -200,6 +200,21 @@ impl ServeNode {
         self.wait_ready().await
     }
 
+    /// Starts the node again if its process exited on its own (a node that stops on a full
+    /// disk, say), as an operator's supervisor (systemd `Restart=on-failure`) would. Returns
+    /// the exit status it found, or `None` when the node was running or never started.
+    pub async fn restart_if_exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let exited = match &mut self.child {
+            Some(c) => c.try_wait()?,
+            None => None,
+        };
+        if exited.is_some() {
+            self.child = None;
+            self.restart().await?;
+        }
+        Ok(exited)
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => matches!(c.try_wait(), Ok(None)),
@@ -217,6 +232,8 @@ pub struct ServeCluster {
     broker: String,
     /// Extra lines for every node's `[cluster]` section (timings).
     cluster_extra: String,
+    /// Environment of every node, added ones included (e.g. fault-injection switches).
+    node_env: Vec<(String, String)>,
 }
 
 impl ServeCluster {
@@ -230,17 +247,18 @@ impl ServeCluster {
         cluster_extra: &str,
     ) -> anyhow::Result<ServeCluster> {
         let placements = vec![Placement::loopback(); n];
-        Self::start_placed(bin, base, &placements, broker, cluster_extra).await
+        Self::start_placed(bin, base, &placements, broker, cluster_extra, &[]).await
     }
 
     /// Like [`start`](Self::start), with node `i + 1` at `placements[i]` (the chaos harness
-    /// puts each node in its own network namespace).
+    /// puts each node in its own network namespace) and `env` in every node's environment.
     pub async fn start_placed(
         bin: &Path,
         base: &Path,
         placements: &[Placement],
         broker: &str,
         cluster_extra: &str,
+        env: &[(String, String)],
     ) -> anyhow::Result<ServeCluster> {
         let certs = base.join("certs");
         run(bin, &["certs", "init", "--dir", path_str(&certs)?]).await?;
@@ -250,6 +268,7 @@ impl ServeCluster {
             bin: bin.to_owned(),
             broker: broker.to_owned(),
             cluster_extra: cluster_extra.to_owned(),
+            node_env: env.to_vec(),
         };
         for (i, placement) in placements.iter().enumerate() {
             let node = cluster.new_node(i as u64 + 1, placement).await?;
@@ -302,7 +321,7 @@ impl ServeCluster {
                 bin: self.bin.clone(),
                 child: None,
                 starts: 0,
-                env: Vec::new(),
+                env: self.node_env.clone(),
                 host: placement.host.clone(),
                 netns: placement.netns.clone(),
             });
@@ -331,7 +350,7 @@ impl ServeCluster {
             bin: self.bin.clone(),
             child: None,
             starts: 0,
-            env: Vec::new(),
+            env: self.node_env.clone(),
             host: placement.host.clone(),
             netns: None,
         })

@@ -34,6 +34,8 @@ struct Running {
     cluster: ServeCluster,
     broker: Option<Mosquitto>,
     broker_opts: MosquittoOptions,
+    /// Nodes an operator removed: never restarted by the runner.
+    removed: Vec<u64>,
     _lab: Lab,
 }
 
@@ -78,11 +80,17 @@ pub async fn run(
         if scenario.nodes >= 5 { 5 } else { 3 }
     );
     let broker_addr = format!("{BRIDGE_ADDR}:{port}");
-    let cluster = ServeCluster::start_placed(bin, base, &placements, &broker_addr, &extra).await?;
+    let env = match scenario.power_loss {
+        true => vec![("STARLING_FAULT_POWER_LOSS".to_owned(), "1".to_owned())],
+        false => Vec::new(),
+    };
+    let cluster =
+        ServeCluster::start_placed(bin, base, &placements, &broker_addr, &extra, &env).await?;
     let mut running = Running {
         cluster,
         broker: Some(broker),
         broker_opts,
+        removed: Vec::new(),
         _lab: lab,
     };
     let client = client_for(&running.cluster.profile())?;
@@ -217,6 +225,17 @@ async fn apply_step(r: &mut Running, step: &Step, bin: &Path) -> anyhow::Result<
         }
         _ => r._lab.heal_network(),
     }
+    // A node that stopped on its own during the fault (a full disk stops the control plane,
+    // and the node exits) is started again, as its supervisor would: the points it stored
+    // are only readable while it runs (embedded store, DESIGN.md §6).
+    for node in &mut r.cluster.nodes {
+        if r.removed.contains(&node.id) {
+            continue;
+        }
+        if let Some(status) = node.restart_if_exited().await? {
+            println!("  node {} had exited ({status}): restarted", node.id);
+        }
+    }
     Ok(FaultWindow {
         description: step.fault.to_string(),
         started_ms,
@@ -263,6 +282,7 @@ async fn membership(r: &mut Running, change: Membership, bin: &Path) -> anyhow::
         }
         Membership::Remove(id) => {
             println!("  node {id} removed (starling cluster remove)");
+            r.removed.push(id);
             let profile = r.cluster.profile();
             let out = tokio::process::Command::new(bin)
                 .args(["cluster", "remove", &id.to_string(), "--profile"])
@@ -312,7 +332,13 @@ async fn observe_healed(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         h.rules_by_node.clear();
-        for node in &r.cluster.nodes {
+        // A removed node left the Raft group and stops applying: only members must agree.
+        let members = r
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| !r.removed.contains(&n.id));
+        for node in members.clone() {
             let profile = r.cluster.profile_for(node.id)?;
             if let Ok(rules) = observe::rules_of(&client_for(&profile)?).await {
                 h.rules_by_node.insert(node.id, rules);
@@ -324,7 +350,7 @@ async fn observe_healed(
             .map(|m| m.iter().map(|(k, v)| (k, v.version)).collect())
             .collect();
         let agree = versions.windows(2).all(|w| w[0] == w[1]);
-        if (agree && h.rules_by_node.len() == r.cluster.nodes.len())
+        if (agree && h.rules_by_node.len() == members.count())
             || tokio::time::Instant::now() > deadline
         {
             break;

@@ -220,7 +220,12 @@ impl LeaseLog {
             let text = format!("{line}\n");
             match f.write_all(text.as_bytes()) {
                 Ok(()) => self.written += text.len() as u64,
-                Err(e) => tracing::warn!(error = %e, "cannot write the lease log"),
+                Err(e) => {
+                    // A short write (a full disk) must not leave half a line that the next
+                    // line would be glued to: cut the file back to its last whole line.
+                    let cut = f.set_len(self.written);
+                    tracing::warn!(error = %e, cut_back = cut.is_ok(), "cannot write the lease log");
+                }
             }
         }
     }

@@ -222,6 +222,11 @@ impl Supervisor {
     }
 
     /// One round of leader duties. Errors are logged and retried at the next tick.
+    ///
+    /// Its decisions are proposed with `write_local`, never forwarded: they were taken on
+    /// this leader's view, and a leader deposed mid-round (paused, say) must not have the new
+    /// leader commit them (a chaos run saw a resumed deposed leader mark live nodes down and
+    /// move shards to a removed node that way). A deposed leader's own entries never commit.
     pub async fn tick(&self, control: &ControlPlane, settings: &ClusterSettings) {
         if !control.is_leader() {
             return;
@@ -265,7 +270,7 @@ impl Supervisor {
                     let rescuer = pick_rescuer(*id);
                     tracing::warn!(node = id, ?rescuer, "node missed its lease: marking down");
                     control
-                        .write(ControlCommand::SetNodeState {
+                        .write_local(ControlCommand::SetNodeState {
                             node: *id,
                             state: NodeState::Down,
                             rescuer,
@@ -284,7 +289,7 @@ impl Supervisor {
                     if rescuer.is_some() && rescuer != info.rescuer {
                         tracing::warn!(node = id, ?rescuer, "the rescuer is gone: naming another");
                         control
-                            .write(ControlCommand::SetNodeState {
+                            .write_local(ControlCommand::SetNodeState {
                                 node: *id,
                                 state: NodeState::Down,
                                 rescuer,
@@ -296,7 +301,7 @@ impl Supervisor {
                 NodeState::Down if heard_within(*id, settings.heartbeat * 2) => {
                     tracing::info!(node = id, "node is back: marking active");
                     control
-                        .write(ControlCommand::SetNodeState {
+                        .write_local(ControlCommand::SetNodeState {
                             node: *id,
                             state: NodeState::Active,
                             rescuer: None,
@@ -453,7 +458,7 @@ impl Supervisor {
                 at_ms: now_ms(),
                 activate_after_ms: delay,
             };
-            match control.write(cmd).await? {
+            match control.write_local(cmd).await? {
                 ControlResponse::ShardsAssigned { epoch } => last = last.max(epoch),
                 other => {
                     return Err(ControlError::unavailable(format!(

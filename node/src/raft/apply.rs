@@ -148,6 +148,12 @@ pub fn apply<S: TimerState>(state: &mut S, index: u64, entry: &Entry) -> Result<
             at_ms,
             activate_after_ms,
         } => {
+            if state
+                .node(*node)?
+                .is_some_and(|n| n.state == NodeState::Removed)
+            {
+                return Ok(reject(Rejection::NodeRemoved(*node)));
+            }
             for shard in shards {
                 state.set_shard_owner(*shard, *node, index, *at_ms)?;
             }
@@ -199,6 +205,10 @@ pub fn apply<S: TimerState>(state: &mut S, index: u64, entry: &Entry) -> Result<
             let Some(mut info) = state.node(*node)? else {
                 return Ok(reject(Rejection::NoSuchNode(*node)));
             };
+            // Only an operator's removal (or a new registration) brings a node out of Removed.
+            if info.state == NodeState::Removed && *new_state != NodeState::Removed {
+                return Ok(reject(Rejection::NodeRemoved(*node)));
+            }
             if info.state == *new_state && info.rescuer == *rescuer {
                 return Ok(Outcome::quiet(ControlResponse::Unchanged));
             }

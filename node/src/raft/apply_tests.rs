@@ -562,6 +562,38 @@ fn node_registration_and_state_changes() {
             ControlResponse::NodeChanged { index: 8 },
             Some((NodeState::Removed, None, 900)),
         ),
+        // A liveness decision about a removed node was taken on a stale view: refused.
+        (
+            9,
+            set_state(2, NodeState::Down, Some(1), 950),
+            ControlResponse::Rejected(Rejection::NodeRemoved(2)),
+            Some((NodeState::Removed, None, 900)),
+        ),
+        (
+            10,
+            set_state(2, NodeState::Active, None, 960),
+            ControlResponse::Rejected(Rejection::NodeRemoved(2)),
+            Some((NodeState::Removed, None, 900)),
+        ),
+        // So is a placement onto it; shards stay where they were.
+        (
+            11,
+            ControlCommand::AssignShards {
+                node: 2,
+                shards: vec![7],
+                at_ms: 970,
+                activate_after_ms: 0,
+            },
+            ControlResponse::Rejected(Rejection::NodeRemoved(2)),
+            Some((NodeState::Removed, None, 900)),
+        ),
+        // A new registration (the operator re-added it) brings it back.
+        (
+            12,
+            register(2, "p2-new"),
+            ControlResponse::NodeChanged { index: 12 },
+            Some((NodeState::Active, None, 100)),
+        ),
     ];
     for (index, cmd, response, expected) in cases {
         let out = apply_at(&mut s, index, &cmd);

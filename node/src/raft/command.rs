@@ -153,6 +153,10 @@ pub enum Rejection {
     NoSuchNode(u64),
     #[error("no such device: {0}")]
     NoSuchDevice(String),
+    /// Liveness and placement decisions never concern a node an operator removed: such an
+    /// entry was decided on a stale view (a deposed leader's, say).
+    #[error("node {0} was removed from the cluster")]
+    NodeRemoved(u64),
 }
 
 /// Liveness of a node as the control plane records it.
