@@ -42,15 +42,17 @@ pub fn intervals(logs: &[String]) -> anyhow::Result<BTreeMap<u32, Vec<Interval>>
     for text in logs {
         let mut open: BTreeMap<u32, usize> = BTreeMap::new();
         let mut granted: Vec<u32> = Vec::new();
-        // A last line without its newline was torn by a crash mid-write: the grant it
-        // describes was not written, so it is skipped. A bad line anywhere else is an error.
-        let whole = match text.rfind('\n') {
-            Some(end) if !text.ends_with('\n') && !text[end + 1..].trim().is_empty() => {
-                &text[..=end]
-            }
-            _ => text.as_str(),
-        };
-        for line in whole.lines().filter(|l| !l.trim().is_empty()) {
+        // A last line without its newline that does not parse was torn by a crash
+        // mid-write: the grant it describes was not written, so it is skipped. A bad line
+        // anywhere else is an error.
+        let torn_tail = !text.ends_with('\n')
+            && text.lines().count() > 1
+            && text
+                .lines()
+                .last()
+                .is_some_and(|l| serde_json::from_str::<serde_json::Value>(l).is_err());
+        let whole = text.lines().count() - usize::from(torn_tail);
+        for line in text.lines().take(whole).filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value =
                 serde_json::from_str(line).with_context(|| format!("bad lease line {line}"))?;
             let node = v["node"].as_u64().context("lease line without node")?;
