@@ -107,8 +107,7 @@ pub async fn run(
         (None, _) => return Err(NodeError::Tls("a cluster node needs peer TLS".into())),
     };
 
-    let store: Arc<dyn TelemetryStore> =
-        EmbeddedStore::open(&config.data_dir.join("store"), EmbeddedOptions::default())?;
+    let store = open_store(&config).await?;
     let joining = matches!(start, Start::Join);
     let control = ControlPlane::open(OpenOptions {
         dir: config.data_dir.join("raft"),
@@ -218,7 +217,8 @@ pub async fn run(
         reads: crate::cluster::reads::Reads {
             cluster: cluster.clone(),
             store: store.clone(),
-            routed: true,
+            // A replicated store holds every node's writes: reads stay local.
+            routed: config.storage.engine == crate::config::storage::Engine::Embedded,
         },
         store: store.clone(),
         control: control.clone(),
@@ -242,6 +242,14 @@ pub async fn run(
         max_ts_age: config.max_ts_age,
         credentials: config.mqtt_credentials.clone(),
         ..ingest::mqtt::MqttIngestConfig::new(host, port, config.mqtt_client_id.clone())
+    };
+    // Only for the node's own ingest: a rescue (below) drains another node's session.
+    let own_ingest = ingest::mqtt::MqttIngestConfig {
+        unsubscribe: Some(crate::cluster::leave::unsubscribe_when_removed(
+            control.clone(),
+            stop_rx.clone(),
+        )),
+        ..mqtt_cfg.clone()
     };
     let http = tokio::spawn(crate::http::serve(
         listeners.http,
@@ -282,7 +290,7 @@ pub async fn run(
             stop_rx.clone(),
         )));
     }
-    let ingest = tokio::spawn(ingest::mqtt::run(mqtt_cfg, sink, stop_rx.clone()));
+    let ingest = tokio::spawn(ingest::mqtt::run(own_ingest, sink, stop_rx.clone()));
 
     tracing::info!(node = config.node_id, "node running");
     let failed = tokio::select! {
@@ -526,6 +534,23 @@ pub async fn shutdown_signal() {
 fn mqtt5_port(args: &crate::cli::DevArgs) -> u16 {
     args.mqtt5_port
         .unwrap_or_else(|| args.mqtt_port.saturating_add(1))
+}
+
+/// The telemetry store `[storage]` selects: the embedded one under `data_dir/store`, or a
+/// session to ScyllaDB (which creates or migrates its schema before the node serves).
+async fn open_store(config: &NodeConfig) -> Result<Arc<dyn TelemetryStore>, NodeError> {
+    use crate::config::storage::Engine;
+    let store: Arc<dyn TelemetryStore> = match config.storage.engine {
+        Engine::Embedded => {
+            EmbeddedStore::open(&config.data_dir.join("store"), EmbeddedOptions::default())?
+        }
+        Engine::Scylla => {
+            let options = config.storage.scylla.options();
+            tracing::info!(nodes = ?options.nodes, keyspace = %options.keyspace, "connecting to ScyllaDB");
+            crate::storage::scylla::ScyllaStore::connect(options).await?
+        }
+    };
+    Ok(store)
 }
 
 /// Accepted connections of a gRPC listener, with Nagle's algorithm off. `serve_with_incoming`

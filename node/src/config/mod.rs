@@ -23,6 +23,7 @@ mod serve_tests;
 mod serve_validate;
 #[cfg(test)]
 mod serve_validate_tests;
+pub mod storage;
 
 /// A configuration that cannot run; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,8 @@ pub struct NodeConfig {
     /// How long each tier of telemetry is kept and how often it is swept (`[retention]`;
     /// `dev` keeps everything).
     pub retention: retention::RetentionConfig,
+    /// The telemetry store (`[storage]`; `dev` uses the embedded one).
+    pub storage: storage::StorageConfig,
 }
 
 impl NodeConfig {
@@ -100,6 +103,7 @@ impl NodeConfig {
             notify: notify::NotifyConfig::default(),
             auto_provision: true,
             retention: retention::RetentionConfig::default(),
+            storage: storage::StorageConfig::default(),
             data_dir,
         }
     }

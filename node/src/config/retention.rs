@@ -14,7 +14,7 @@
 //! raw = "7d"         # replaces the default for tenant "acme", tier by tier (unset: kept)
 //! ```
 //!
-//! What it does not do: delete anything (the worker in `storage::retention_worker` does).
+//! What it does not do: delete anything (the worker in `storage::sweeper` does).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

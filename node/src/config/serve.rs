@@ -98,6 +98,9 @@ pub struct ServeConfig {
     /// How long telemetry is kept, per tier and tenant (see `config/retention.rs`).
     #[serde(default)]
     pub retention: super::retention::RetentionConfig,
+    /// The telemetry store: embedded (default) or ScyllaDB (see `config/storage.rs`).
+    #[serde(default)]
+    pub storage: super::storage::StorageConfig,
 }
 
 /// `[listen]`: the sockets the node binds (IP:port; `0.0.0.0` or `[::]` for every interface).
@@ -434,6 +437,7 @@ impl ServeConfig {
         node.notify = self.notify.clone();
         node.auto_provision = self.ingest.auto_provision;
         node.retention = self.retention.clone();
+        node.storage = self.storage.clone();
         node
     }
 

@@ -84,6 +84,13 @@ pub(super) const KEYS: &[(&str, Kind)] = &[
     ("retention.minute", Kind::Str),
     ("retention.hour", Kind::Str),
     ("retention.interval", Kind::Str),
+    ("storage.engine", Kind::Str),
+    ("storage.scylla.nodes", Kind::List),
+    ("storage.scylla.keyspace", Kind::Str),
+    ("storage.scylla.replication", Kind::Str),
+    ("storage.scylla.consistency", Kind::Str),
+    ("storage.scylla.ttl", Kind::Str),
+    ("storage.scylla.max_in_flight", Kind::Int),
 ];
 
 /// One variable's override: the key it sets, the variable, the value.

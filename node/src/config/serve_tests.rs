@@ -311,6 +311,7 @@ fn env_keys_cover_the_schema() {
     c.retention.raw = Some(Duration::from_secs(86_400));
     c.retention.minute = Some(Duration::from_secs(86_400));
     c.retention.hour = Some(Duration::from_secs(86_400));
+    c.storage.scylla.ttl = Some(Duration::from_secs(86_400));
     let table: toml::Table = toml::from_str(&c.to_toml()).expect("to_toml parses");
     fn leaves(prefix: &str, t: &toml::Table, out: &mut BTreeSet<String>) {
         for (k, v) in t {

@@ -47,6 +47,12 @@ impl ServeConfig {
             .map_err(|e| ServeConfigError::Invalid {
                 field: e.field,
                 message: e.to_string(),
+            })?;
+        self.storage
+            .validate()
+            .map_err(|e| ServeConfigError::Invalid {
+                field: e.field,
+                message: e.to_string(),
             })
     }
 
