@@ -17,6 +17,7 @@
 
 pub mod forward;
 pub mod lease;
+pub mod leave;
 pub mod peers;
 pub mod provision;
 pub mod reads;
@@ -39,7 +40,7 @@ pub use self::supervisor::Renewal;
 use self::supervisor::{Liveness, Supervisor};
 use crate::model::DeviceKey;
 use crate::raft::ops::now_ms;
-use crate::raft::{Applied, ControlCommand, ControlPlane, NodeInfo, NodeState};
+use crate::raft::{Applied, ControlCommand, ControlPlane, ControlResponse, NodeInfo, NodeState};
 use crate::shard::{self, ShardId};
 
 /// Resolves once `stop` is true (or its sender is gone).
@@ -517,6 +518,19 @@ impl Cluster {
                 .inner
                 .control
                 .node_info(self.inner.me)
+                .is_some_and(|i| i.state == NodeState::Removed)
+            {
+                tracing::error!(
+                    node = self.inner.me,
+                    "this node was removed from the cluster and its id is never reused: not \
+                     registering (start a new node with a new node_id to add capacity)"
+                );
+                return;
+            }
+            if self
+                .inner
+                .control
+                .node_info(self.inner.me)
                 .is_some_and(|i| wanted(&i))
             {
                 return;
@@ -528,7 +542,13 @@ impl Cluster {
                 mqtt_client_id: s.mqtt_client_id.clone(),
                 at_ms: now_ms(),
             };
-            match self.inner.control.write(cmd).await {
+            // Committed is enough (the loop waits for the local apply): a removed node never
+            // applies, and must still hear the refusal.
+            match self.inner.control.write_committed(cmd).await {
+                Ok(ControlResponse::Rejected(r)) => {
+                    tracing::error!(node = self.inner.me, reason = %r, "registration refused");
+                    return;
+                }
                 Ok(_) => tracing::info!(node = self.inner.me, "registered"),
                 Err(e) => tracing::debug!(error = %e, "registration not committed yet"),
             }

@@ -175,6 +175,11 @@ pub fn apply<S: TimerState>(state: &mut S, index: u64, entry: &Entry) -> Result<
             at_ms,
         } => {
             let old = state.node(*node)?;
+            // Node ids are never reused: a removed node that is started again (it may not
+            // know it was removed) must not come back as a member of the placement.
+            if old.as_ref().is_some_and(|o| o.state == NodeState::Removed) {
+                return Ok(reject(Rejection::NodeRemoved(*node)));
+            }
             let info = NodeInfo {
                 id: *node,
                 peer_addr: peer_addr.clone(),

@@ -587,12 +587,12 @@ fn node_registration_and_state_changes() {
             ControlResponse::Rejected(Rejection::NodeRemoved(2)),
             Some((NodeState::Removed, None, 900)),
         ),
-        // A new registration (the operator re-added it) brings it back.
+        // Node ids are never reused: a removed node started again cannot register.
         (
             12,
-            register(2, "p2-new"),
-            ControlResponse::NodeChanged { index: 12 },
-            Some((NodeState::Active, None, 100)),
+            register(2, "p2-other"),
+            ControlResponse::Rejected(Rejection::NodeRemoved(2)),
+            Some((NodeState::Removed, None, 900)),
         ),
     ];
     for (index, cmd, response, expected) in cases {
