@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::outbox::DeliveryKey;
 use super::registry::{DeviceCommand, DeviceRecord};
 use crate::model::{AlarmEvent, AlarmRaise, DeviceKey, RuleDoc, TimestampMs};
 use crate::rules::pending::PendingTimers;
@@ -107,6 +108,10 @@ pub enum ControlCommand {
     },
     /// A device registry entry (register, relabel, delete): see `registry.rs`.
     Device(DeviceCommand),
+    /// The notifier of the device's owner finished these deliveries (sent, or given up and
+    /// counted): their outbox rows are removed (`outbox.rs`). Not understood by builds
+    /// before the outbox: mixed-version clusters are not supported for it.
+    NotificationsDelivered { keys: Vec<DeliveryKey> },
 }
 
 /// The answer of applying one entry.
@@ -132,6 +137,8 @@ pub enum ControlResponse {
     Rejected(Rejection),
     /// A device's registry record after the entry (`None`: deleted).
     Device(Option<DeviceRecord>),
+    /// `removed` outbox rows were removed by `NotificationsDelivered`.
+    Delivered { removed: usize },
 }
 
 /// Why the state machine refused an entry.
