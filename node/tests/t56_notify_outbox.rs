@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use common::*;
-use servers::{eventually, write_notify_config};
+use servers::{eventually, start_notifying_node, write_notify_config};
 
 /// One webhook attempt: when, its `Idempotency-Key`, its JSON body, the status answered.
 type Attempt = (Instant, String, serde_json::Value, StatusCode);
@@ -81,12 +81,7 @@ async fn a_delivery_interrupted_by_sigkill_is_sent_after_restart_with_the_same_k
         "retry_attempts = 20\nretry_min_delay = \"200ms\"\nretry_max_delay = \"1s\"\n",
     )
     .unwrap();
-    let mut node = start_node(
-        Some(broker.addr()),
-        &["--notify-config", config.to_str().unwrap()],
-    )
-    .await
-    .unwrap();
+    let mut node = start_notifying_node(&broker, &config).await.unwrap();
     let client = client(&node.node).unwrap();
     let rule = format!(
         r#"{{"id":"hot","condition":{{"threshold":{{"metric":"temp","op":">","value":30}}}},

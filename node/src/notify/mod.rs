@@ -39,7 +39,7 @@
 pub mod email;
 pub mod http;
 pub mod mqtt;
-mod outbox;
+pub mod outbox;
 pub mod payload;
 pub mod policy;
 
@@ -63,7 +63,7 @@ const MAX_CONCURRENT: usize = 256;
 
 /// How often the outbox is scanned for pending deliveries of this node's devices that no
 /// event started (besides the scans at start, on gained shards and on snapshots).
-const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+pub const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One failed attempt.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

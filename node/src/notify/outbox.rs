@@ -4,9 +4,9 @@
 //! A delivery starts from the live event (the owner applied the transition) or from a scan of
 //! the outbox (this node started, gained shards, installed a snapshot, fell behind the event
 //! stream, or the periodic rescan found a row nobody here is working on). Both paths go
-//! through [`Outbox::claim`], so one node never runs two deliveries of one key at once. A
+//! through `Outbox::claim`, so one node never runs two deliveries of one key at once. A
 //! finished delivery (sent, given up after its retries or a permanent error, or dropped by
-//! the rate limit; each counted) is sent to the [`Recorder`], which proposes its key in a
+//! the rate limit; each counted) is sent to the `Recorder`, which proposes its key in a
 //! batch; the key stays claimed until the entry is applied, so a scan in between does not
 //! deliver it again. A crash before that leaves the row in the outbox: the next owner
 //! delivers it again, with the same idempotency key.

@@ -13,6 +13,10 @@ use crate::rules::pending::PendingTimers;
 use crate::shard::ShardId;
 
 /// Format version written into every entry by this build.
+///
+/// Not bumped for `NotificationsDelivered`: an older build fails to decode the unknown
+/// variant before it could look at the format, so a bump would not let it refuse cleanly.
+/// Mixed-version clusters are not supported for that entry (see `outbox.rs`).
 pub const ENTRY_FORMAT: u16 = 1;
 
 /// One application entry of the Raft log.

@@ -89,6 +89,15 @@ fn open(dir: &TempDir) -> (StateMachineStore, broadcast::Receiver<Applied>) {
     )
 }
 
+/// Builds (and keeps) a snapshot of `sm`.
+async fn snapshot_of(sm: &mut StateMachineStore) -> Snapshot {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build")
+}
+
 fn drain(rx: &mut broadcast::Receiver<Applied>) -> Vec<Applied> {
     let mut out = Vec::new();
     while let Ok(e) = rx.try_recv() {
@@ -133,12 +142,7 @@ async fn a_snapshot_installs_into_a_fresh_store() {
     let (dir_a, dir_b) = (TempDir::new().expect("dir"), TempDir::new().expect("dir"));
     let (mut a, _) = open(&dir_a);
     a.apply(history()).await.expect("apply");
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    let snapshot = snapshot_of(&mut a).await;
     assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(5));
     let kept = a.get_current_snapshot().await.expect("read").expect("kept");
     assert_eq!(kept.meta, snapshot.meta);
@@ -246,12 +250,7 @@ async fn the_device_registry_is_paged_filtered_and_carried_by_snapshots() {
         ["d1", "d4"]
     );
 
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    let snapshot = snapshot_of(&mut a).await;
     // B has a device the snapshot does not: it must disappear.
     let (mut b, _) = open(&dir_b);
     b.apply(vec![entry(1, register_device("stale", "x", "n"))])
@@ -314,12 +313,7 @@ async fn the_outbox_is_kept_on_disk_and_carried_by_snapshots() {
     let (mut a, _) = open(&dir_a);
     assert_eq!(pending_keys(&a), vec!["a-4:raised"]);
 
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    let snapshot = snapshot_of(&mut a).await;
     // B has a pending row the snapshot does not: it must disappear.
     let (mut b, _) = open(&dir_b);
     b.apply(vec![
