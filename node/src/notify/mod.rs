@@ -30,7 +30,7 @@
 //! - Deliveries of one target are not ordered: a retried `raised` may arrive after `cleared`.
 //! - Mixed-version clusters: a build without the outbox cannot decode
 //!   `NotificationsDelivered`; every node must be upgraded before alarms fire.
-
+//!
 //! ## Layout
 //! [`payload`] (what is sent; pure), [`policy`] (retry schedule and rate limits; pure),
 //! [`http`] (webhook and SMS POSTs), [`email`] (lettre), [`mqtt`] (QoS 1 publisher),
