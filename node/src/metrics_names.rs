@@ -50,6 +50,11 @@ pub const NOTIFY_RETRIED: &str = "starling_notify_retries_total";
 pub const NOTIFY_RATE_LIMITED: &str = "starling_notify_rate_limited_total";
 /// Counter. Applied alarm events the notifier missed by falling behind (not delivered).
 pub const NOTIFY_LAGGED: &str = "starling_notify_lagged_events_total";
+/// Counter. Deliveries started from the Raft outbox by a scan (after a restart, a shard
+/// gain, a snapshot, or the periodic rescan) rather than by the live event.
+pub const NOTIFY_OUTBOX_REPLAYED: &str = "starling_notify_outbox_replayed_total";
+/// Counter. Deliveries recorded as finished in Raft (`NotificationsDelivered`).
+pub const NOTIFY_OUTBOX_RECORDED: &str = "starling_notify_outbox_recorded_total";
 /// Counter. Retention sweeps of this node's store. Label `result`: `ok` | `failed`.
 pub const RETENTION_SWEEPS: &str = "starling_retention_sweeps_total";
 /// Counter. Raw points and rollup buckets deleted by retention sweeps.

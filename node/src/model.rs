@@ -190,12 +190,23 @@ pub struct Alarm {
 }
 
 /// What happened to an alarm; with the alarm id it is the idempotency key of notifications.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transition {
     Raised,
     Cleared,
     Acknowledged,
+}
+
+impl Transition {
+    /// The name used in idempotency keys, metrics and payloads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Raised => "raised",
+            Transition::Cleared => "cleared",
+            Transition::Acknowledged => "acknowledged",
+        }
+    }
 }
 
 /// A committed alarm transition, as published to watchers.

@@ -35,12 +35,7 @@ async fn every_transition_reaches_every_target_with_its_idempotency_key() {
     )
     .unwrap();
     let mut alerts = subscribe_alerts(broker.port()).await.unwrap();
-    let node = start_node(
-        Some(broker.addr()),
-        &["--notify-config", config.to_str().unwrap()],
-    )
-    .await
-    .unwrap();
+    let node = start_notifying_node(&broker, &config).await.unwrap();
     let client = client(&node.node).unwrap();
     let rule = format!(
         r#"{{"id":"hot","condition":{{"threshold":{{"metric":"temp","op":">","value":30}}}},
@@ -191,12 +186,7 @@ async fn permanent_errors_are_not_retried_and_rate_limits_drop() {
         "retry_attempts = 5\nretry_min_delay = \"20ms\"\nrate_per_minute = 1\nrate_burst = 1\n",
     )
     .unwrap();
-    let node = start_node(
-        Some(broker.addr()),
-        &["--notify-config", config.to_str().unwrap()],
-    )
-    .await
-    .unwrap();
+    let node = start_notifying_node(&broker, &config).await.unwrap();
     let client = client(&node.node).unwrap();
     let rule = format!(
         r#"{{"id":"hot","condition":{{"threshold":{{"metric":"temp","op":">","value":30}}}},

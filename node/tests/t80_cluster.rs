@@ -38,17 +38,6 @@ async fn assert_stored(client: &Client, w: &Workload, complete: bool) {
     }
 }
 
-/// A device name (prefix + number) whose shard `node` owns.
-async fn device_owned_by(client: &Client, node: u64, prefix: &str) -> String {
-    for i in 0..10_000 {
-        let name = format!("{prefix}{i}");
-        if owner_of(client, &name).await.expect("owner") == node {
-            return name;
-        }
-    }
-    panic!("no device of node {node}");
-}
-
 /// The device's alarms of rule "hot", once the answering node shows at least `min` (reads
 /// of a follower trail the leader by up to a heartbeat).
 async fn hot_alarms(client: &Client, device: &str, min: usize) -> Vec<starling_sdk::proto::Alarm> {

@@ -3,34 +3,43 @@
 //! webhook) — at least once, after the Raft commit (DESIGN.md §7).
 //!
 //! ## How
-//! [`start`] subscribes to the control plane's applied events (sent once the entry is durable
-//! and applied on this node). An alarm event is delivered by the node that owns the device's
-//! shard in the applied map — the node whose actor committed it (acknowledgements and
-//! rule-deletion clears included), so each transition is sent from one node. Its targets come
-//! from the rule's current version, or its last version when the rule was deleted. Each
-//! (event, target) is one task: rate limit per target ([`policy::RateLimits`]; over the limit
-//! it is dropped and counted), then attempts with exponential backoff and jitter
-//! ([`policy::backoff`]) while the failure is retryable, each attempt carrying the idempotency
-//! key `(alarm id, transition)` (`Idempotency-Key` header, email Message-ID, `idempotency_key`
-//! in JSON bodies).
+//! Applying a transition whose rule has targets also records a pending delivery in the Raft
+//! outbox (`raft/outbox.rs`): the event as committed and the targets of the rule's latest
+//! version. [`start`] subscribes to the control plane's applied events (sent once the entry
+//! is durable and applied on this node). The node that owns the device's shard in the
+//! applied map — the node whose actor committed it (acknowledgements and rule-deletion clears
+//! included) — delivers the pending row at once. Each target of a delivery: rate limit per
+//! target ([`policy::RateLimits`]; over the limit it is dropped and counted), then attempts
+//! with exponential backoff and jitter ([`policy::backoff`]) while the failure is retryable,
+//! each attempt carrying the idempotency key `(alarm id, transition)` (`Idempotency-Key`
+//! header, email Message-ID, `idempotency_key` in JSON bodies). When every target is done
+//! (sent, given up, or dropped; each counted) the key is proposed, batched, in a
+//! `NotificationsDelivered` entry that removes the row ([`outbox`]).
 //!
-//! ## Gaps (at-least-once holds while the owner runs)
-//! - A node crash (or restart) between the commit and the end of the delivery loses that
-//!   delivery: pending deliveries live in memory only. Closing it needs a delivered-marker
-//!   in the Raft state machine that a new owner replays; not done.
-//! - A shard move right at the commit can make both nodes or neither think they own the
-//!   device when the event is applied (both: a duplicate, harmless by the key; neither: lost).
-//! - If this task falls more than `raft::EVENTS_CAPACITY` events behind the state machine,
-//!   the missed events are not delivered (`starling_notify_lagged_events_total`).
+//! A row still there after a crash is delivered again: the notifier scans the outbox for its
+//! devices at start, when this node gains shards (failover, rebalancing), after a snapshot,
+//! after falling behind the event stream, and every [`RESCAN_EVERY`].
+//!
+//! ## Gaps (at least once, not exactly once)
+//! - A crash after a delivery but before its `NotificationsDelivered` is applied sends it
+//!   again (same key); so does a shard move during a delivery (both owners send).
+//! - A delivery given up after its retry schedule (or dropped by the rate limit) is removed
+//!   from the outbox like a sent one: it is counted and logged, not kept for later.
+//! - A shard move right at the commit can make neither node own the device when the event is
+//!   applied; the owner's next periodic scan then delivers it (up to [`RESCAN_EVERY`] late).
 //! - Deliveries of one target are not ordered: a retried `raised` may arrive after `cleared`.
+//! - Mixed-version clusters: a build without the outbox cannot decode
+//!   `NotificationsDelivered`; every node must be upgraded before alarms fire.
 //!
 //! ## Layout
 //! [`payload`] (what is sent; pure), [`policy`] (retry schedule and rate limits; pure),
-//! [`http`] (webhook and SMS POSTs), [`email`] (lettre), [`mqtt`] (QoS 1 publisher).
+//! [`http`] (webhook and SMS POSTs), [`email`] (lettre), [`mqtt`] (QoS 1 publisher),
+//! [`outbox`] (claims and scans of pending deliveries, recording finished ones).
 
 pub mod email;
 pub mod http;
 pub mod mqtt;
+pub mod outbox;
 pub mod payload;
 pub mod policy;
 
@@ -42,13 +51,19 @@ use tracing::Instrument;
 
 use crate::config::notify::NotifyConfig;
 use crate::metrics_names::{
-    NOTIFY_FAILED, NOTIFY_LAGGED, NOTIFY_RATE_LIMITED, NOTIFY_RETRIED, NOTIFY_SENT,
+    NOTIFY_FAILED, NOTIFY_LAGGED, NOTIFY_OUTBOX_REPLAYED, NOTIFY_RATE_LIMITED, NOTIFY_RETRIED,
+    NOTIFY_SENT,
 };
 use crate::model::{AlarmEvent, Target};
+use crate::raft::outbox::PendingDelivery;
 use crate::raft::{Applied, ControlPlane};
 
 /// Most deliveries in progress at once on a node; further ones wait for a slot.
 const MAX_CONCURRENT: usize = 256;
+
+/// How often the outbox is scanned for pending deliveries of this node's devices that no
+/// event started (besides the scans at start, on gained shards and on snapshots).
+pub const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One failed attempt.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -119,21 +134,24 @@ pub fn start(
         config,
     });
     let events = control.subscribe();
+    let (outbox, recorder) = outbox::Outbox::new(control, node_id, shards);
     let watcher = Watcher {
-        control,
+        outbox: Arc::new(outbox),
         node_id,
-        shards,
         senders,
         slots: Arc::new(Semaphore::new(MAX_CONCURRENT)),
     };
-    Ok(vec![mqtt_task, tokio::spawn(watcher.run(events, stop))])
+    Ok(vec![
+        mqtt_task,
+        tokio::spawn(recorder.run(stop.clone())),
+        tokio::spawn(watcher.run(events, stop)),
+    ])
 }
 
-/// Turns applied alarm events into delivery tasks.
+/// Turns applied alarm events and outbox rows into delivery tasks.
 struct Watcher {
-    control: ControlPlane,
+    outbox: Arc<outbox::Outbox>,
     node_id: u64,
-    shards: u32,
     senders: Arc<Senders>,
     slots: Arc<Semaphore>,
 }
@@ -141,75 +159,81 @@ struct Watcher {
 impl Watcher {
     async fn run(self, mut events: broadcast::Receiver<Applied>, mut stop: watch::Receiver<bool>) {
         let mut shrink = tokio::time::interval(std::time::Duration::from_secs(60));
+        // The first tick is immediate: the scan at start delivers what a crash left behind.
+        let mut rescan = tokio::time::interval(RESCAN_EVERY);
         loop {
             tokio::select! {
                 // The next applied entry's event.
                 ev = events.recv() => match ev {
-                    Ok(Applied::Alarm(ev)) => self.dispatch(ev),
+                    Ok(Applied::Alarm(ev)) => self.live(&ev),
+                    // Gained shards or a replaced state: their pending deliveries are ours now.
+                    Ok(Applied::ShardsAssigned { node, .. }) if node == self.node_id => self.scan(),
+                    Ok(Applied::SnapshotInstalled { .. }) => self.scan(),
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         metrics::counter!(NOTIFY_LAGGED).increment(n);
-                        tracing::error!(missed = n, "notify fell behind the control plane; those alarm events are not delivered");
+                        tracing::warn!(missed = n, "notify fell behind the control plane; delivering from the outbox");
+                        self.scan();
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
+                // Pending rows nobody here works on (a move right at the commit, a failed read).
+                _ = rescan.tick() => self.scan(),
                 // Forget the buckets of quiet targets.
                 _ = shrink.tick() => self.senders.limits.shrink(),
-                // Node shutdown (deliveries in progress are abandoned).
+                // Node shutdown (deliveries in progress are abandoned; they stay in the outbox).
                 _ = crate::cluster::stopped(&mut stop) => break,
             }
         }
     }
 
-    /// Spawns one delivery per target, if this node owns the device.
-    fn dispatch(&self, ev: AlarmEvent) {
-        let device = &ev.alarm.device;
-        let shard = crate::shard::shard_of(device, self.shards);
-        if self.control.shard_owner(shard).map(|(node, _)| node) != Some(self.node_id) {
-            return;
-        }
-        let targets = self.targets(&ev);
-        for target in targets {
-            let slots = self.slots.clone();
-            let senders = self.senders.clone();
-            let ev = ev.clone();
-            let span = tracing::info_span!(
-                "notify.deliver",
-                alarm = %ev.alarm.id,
-                transition = payload::transition_name(ev.transition),
-                target = kind(&target),
-            );
-            tokio::spawn(
-                async move {
-                    // Waiting here, not in the event loop, keeps the loop from falling behind
-                    // the control plane while slow targets hold every slot.
-                    let Ok(_slot) = slots.acquire_owned().await else {
-                        return;
-                    };
-                    deliver(&senders, &target, &ev).await;
-                }
-                .instrument(span),
-            );
+    /// An applied transition: delivered at once if this node owns the device and it is
+    /// still pending (a transition whose rule has no targets has no row).
+    fn live(&self, ev: &AlarmEvent) {
+        if let Some(pending) = self.outbox.live(ev)
+            && self.outbox.claim(&pending.key())
+        {
+            self.spawn(pending);
         }
     }
 
-    /// The rule's targets: its current version, else (deleted) its last version.
-    fn targets(&self, ev: &AlarmEvent) -> Vec<Target> {
-        let tenant = &ev.alarm.device.tenant;
-        let rule_id = &ev.alarm.rule_id;
-        if let Some(rule) = self.control.rule(tenant, rule_id) {
-            return rule.doc.notify;
+    /// Starts every pending delivery of this node's devices that is not running yet.
+    fn scan(&self) {
+        for pending in self.outbox.scan() {
+            metrics::counter!(NOTIFY_OUTBOX_REPLAYED).increment(1);
+            self.spawn(pending);
         }
-        match self.control.rule_history(tenant, rule_id) {
-            Ok(history) => history
-                .last()
-                .map(|r| r.doc.notify.clone())
-                .unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(rule = %rule_id, error = %e, "cannot read the rule's targets");
-                Vec::new()
-            }
-        }
+    }
+
+    /// One task per delivery: every target at once (each holding a slot), then recorded.
+    fn spawn(&self, pending: PendingDelivery) {
+        let slots = self.slots.clone();
+        let senders = self.senders.clone();
+        let outbox = self.outbox.clone();
+        tokio::spawn(async move {
+            let ev = &pending.event;
+            let sends = pending.targets.iter().map(|target| {
+                let span = tracing::info_span!(
+                    "notify.deliver",
+                    alarm = %ev.alarm.id,
+                    transition = payload::transition_name(ev.transition),
+                    target = kind(target),
+                );
+                let slots = slots.clone();
+                let senders = senders.clone();
+                async move {
+                    // Waiting here, not in the event loop, keeps the loop from falling
+                    // behind the control plane while slow targets hold every slot.
+                    let Ok(_slot) = slots.acquire_owned().await else {
+                        return;
+                    };
+                    deliver(&senders, target, ev).await;
+                }
+                .instrument(span)
+            });
+            futures::future::join_all(sends).await;
+            outbox.finished(pending.key());
+        });
     }
 }
 

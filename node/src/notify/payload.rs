@@ -16,11 +16,7 @@ pub const SMS_MAX_CHARS: usize = 160;
 
 /// `raised`, `cleared` or `acknowledged`.
 pub fn transition_name(t: Transition) -> &'static str {
-    match t {
-        Transition::Raised => "raised",
-        Transition::Cleared => "cleared",
-        Transition::Acknowledged => "acknowledged",
-    }
+    t.as_str()
 }
 
 /// `(alarm id, transition)` as one string, `a-12:raised`: the same on every retry and on every

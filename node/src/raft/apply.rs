@@ -15,8 +15,9 @@ use crate::shard::ShardId;
 use super::command::{
     ControlCommand, ControlResponse, ENTRY_FORMAT, Entry, NodeInfo, NodeState, Rejection,
 };
+use super::outbox::{self, OutboxState};
 use super::registry::{DeviceRecord, apply_device};
-use super::timers::{self, TimerState};
+use super::timers;
 
 /// Message of alarms cleared because their rule was deleted.
 pub const RULE_DELETED: &str = "rule deleted";
@@ -136,8 +137,23 @@ impl Outcome {
     }
 }
 
-/// Applies the entry committed at log `index` to `state`.
-pub fn apply<S: TimerState>(state: &mut S, index: u64, entry: &Entry) -> Result<Outcome, S::Error> {
+/// Applies the entry committed at log `index` to `state`; every alarm transition it commits
+/// also becomes a pending delivery in the outbox (`outbox.rs`).
+pub fn apply<S: OutboxState>(
+    state: &mut S,
+    index: u64,
+    entry: &Entry,
+) -> Result<Outcome, S::Error> {
+    let outcome = apply_command(state, index, entry)?;
+    outbox::record(state, &outcome.events)?;
+    Ok(outcome)
+}
+
+fn apply_command<S: OutboxState>(
+    state: &mut S,
+    index: u64,
+    entry: &Entry,
+) -> Result<Outcome, S::Error> {
     if entry.format == 0 || entry.format > ENTRY_FORMAT {
         return Ok(reject(Rejection::UnknownFormat(entry.format)));
     }
@@ -313,6 +329,7 @@ pub fn apply<S: TimerState>(state: &mut S, index: u64, entry: &Entry) -> Result<
             timers: t,
         } => timers::apply_set(state, *shard, *epoch, device, rule_id, t.as_ref()),
         ControlCommand::Device(cmd) => apply_device(state, cmd),
+        ControlCommand::NotificationsDelivered { keys } => outbox::apply_delivered(state, keys),
         ControlCommand::AckAlarm { id } => {
             let Some(mut alarm) = state.alarm(id)? else {
                 return Ok(reject(Rejection::NoSuchAlarm(id.clone())));

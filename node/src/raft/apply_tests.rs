@@ -21,9 +21,36 @@ pub(in crate::raft) struct MemState {
     rule_history: Vec<Rule>,
     timers: BTreeMap<(ShardId, DeviceKey, String), crate::rules::pending::PendingTimers>,
     transitions: BTreeMap<(DeviceKey, String), i64>,
+    /// The outbox (`outbox_tests.rs` reads it).
+    pub(in crate::raft) outbox:
+        BTreeMap<crate::raft::outbox::DeliveryKey, crate::raft::outbox::PendingDelivery>,
 }
 
-impl super::TimerState for MemState {
+impl crate::raft::outbox::OutboxState for MemState {
+    fn last_rule_version(&self, tenant: &str, id: &str) -> Result<Option<Rule>, Infallible> {
+        Ok(self
+            .rule_history
+            .iter()
+            .filter(|r| r.tenant() == tenant && r.doc.id == id)
+            .max_by_key(|r| r.version)
+            .cloned())
+    }
+    fn put_pending(
+        &mut self,
+        pending: &crate::raft::outbox::PendingDelivery,
+    ) -> Result<(), Infallible> {
+        self.outbox.insert(pending.key(), pending.clone());
+        Ok(())
+    }
+    fn remove_pending(
+        &mut self,
+        key: &crate::raft::outbox::DeliveryKey,
+    ) -> Result<bool, Infallible> {
+        Ok(self.outbox.remove(key).is_some())
+    }
+}
+
+impl crate::raft::timers::TimerState for MemState {
     fn put_timers(
         &mut self,
         shard: ShardId,
@@ -133,7 +160,7 @@ impl ControlState for MemState {
     }
 }
 
-fn doc(id: &str) -> RuleDoc {
+pub(in crate::raft) fn doc(id: &str) -> RuleDoc {
     RuleDoc {
         id: id.into(),
         tenant: None,
@@ -150,11 +177,11 @@ fn doc(id: &str) -> RuleDoc {
     }
 }
 
-fn dev() -> DeviceKey {
+pub(in crate::raft) fn dev() -> DeviceKey {
     DeviceKey::default_tenant("truck-1")
 }
 
-fn assign() -> ControlCommand {
+pub(in crate::raft) fn assign() -> ControlCommand {
     ControlCommand::AssignShards {
         node: 1,
         shards: vec![0, 1],
@@ -170,7 +197,7 @@ fn put(id: &str) -> ControlCommand {
     }
 }
 
-fn raise(epoch: u64) -> ControlCommand {
+pub(in crate::raft) fn raise(epoch: u64) -> ControlCommand {
     ControlCommand::RaiseAlarm {
         shard: 0,
         epoch,
@@ -187,7 +214,7 @@ fn raise(epoch: u64) -> ControlCommand {
     }
 }
 
-fn clear(epoch: u64) -> ControlCommand {
+pub(in crate::raft) fn clear(epoch: u64) -> ControlCommand {
     ControlCommand::ClearAlarm {
         shard: 0,
         epoch,
@@ -198,11 +225,11 @@ fn clear(epoch: u64) -> ControlCommand {
     }
 }
 
-fn ack(id: &str) -> ControlCommand {
+pub(in crate::raft) fn ack(id: &str) -> ControlCommand {
     ControlCommand::AckAlarm { id: id.into() }
 }
 
-fn delete(id: &str) -> ControlCommand {
+pub(in crate::raft) fn delete(id: &str) -> ControlCommand {
     ControlCommand::DeleteRule {
         tenant: "default".into(),
         id: id.into(),
@@ -222,7 +249,7 @@ fn run(history: &[ControlCommand], last: Entry) -> (MemState, Outcome) {
 }
 
 /// Applies one command at `index` to `state`.
-fn apply_at(state: &mut MemState, index: u64, cmd: &ControlCommand) -> Outcome {
+pub(in crate::raft) fn apply_at(state: &mut MemState, index: u64, cmd: &ControlCommand) -> Outcome {
     let Ok(outcome) = apply(state, index, &Entry::new(cmd.clone()));
     outcome
 }
@@ -240,6 +267,7 @@ fn kind(r: &ControlResponse) -> String {
         ControlResponse::TimersSet => "timers set".into(),
         ControlResponse::Rejected(r) => format!("rejected: {r}"),
         ControlResponse::Device(d) => format!("device {:?}", d.as_ref().map(|d| &d.key.device)),
+        ControlResponse::Delivered { removed } => format!("delivered {removed}"),
     }
 }
 

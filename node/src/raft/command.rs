@@ -6,12 +6,17 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::outbox::DeliveryKey;
 use super::registry::{DeviceCommand, DeviceRecord};
 use crate::model::{AlarmEvent, AlarmRaise, DeviceKey, RuleDoc, TimestampMs};
 use crate::rules::pending::PendingTimers;
 use crate::shard::ShardId;
 
 /// Format version written into every entry by this build.
+///
+/// Not bumped for `NotificationsDelivered`: an older build fails to decode the unknown
+/// variant before it could look at the format, so a bump would not let it refuse cleanly.
+/// Mixed-version clusters are not supported for that entry (see `outbox.rs`).
 pub const ENTRY_FORMAT: u16 = 1;
 
 /// One application entry of the Raft log.
@@ -107,6 +112,10 @@ pub enum ControlCommand {
     },
     /// A device registry entry (register, relabel, delete): see `registry.rs`.
     Device(DeviceCommand),
+    /// The notifier of the device's owner finished these deliveries (sent, or given up and
+    /// counted): their outbox rows are removed (`outbox.rs`). Not understood by builds
+    /// before the outbox: mixed-version clusters are not supported for it.
+    NotificationsDelivered { keys: Vec<DeliveryKey> },
 }
 
 /// The answer of applying one entry.
@@ -132,6 +141,8 @@ pub enum ControlResponse {
     Rejected(Rejection),
     /// A device's registry record after the entry (`None`: deleted).
     Device(Option<DeviceRecord>),
+    /// `removed` outbox rows were removed by `NotificationsDelivered`.
+    Delivered { removed: usize },
 }
 
 /// Why the state machine refused an entry.

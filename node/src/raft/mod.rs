@@ -11,6 +11,7 @@
 //!   group-committed with one fdatasync before acknowledging.
 //! - [`network`]: the peer transport (openraft RPCs over peer gRPC with mTLS).
 //! - [`ops`]: membership changes, writes forwarded to the leader, cluster reads.
+//! - [`outbox`]: notification deliveries committed but not yet delivered (survive a crash).
 //! - [`types`]: openraft type configuration; [`error`]: [`ControlError`].
 //!
 //! ## What this module does not do
@@ -25,6 +26,7 @@ pub mod error;
 pub mod log_store;
 pub mod network;
 pub mod ops;
+pub mod outbox;
 pub mod registry;
 pub mod state_machine;
 pub mod tables;

@@ -43,7 +43,7 @@ use super::types::{
     TypeConfig, blocking, storage_err,
 };
 use crate::metrics_names::{ALARM_REJECTED, ALARM_TRANSITIONS};
-use crate::model::{Alarm, Rule, Transition};
+use crate::model::{Alarm, Rule};
 use crate::shard::ShardId;
 
 /// The in-memory copies of the small, hot parts of the state. Only the state machine writes
@@ -225,6 +225,9 @@ struct SnapshotData {
     /// (tenant, rule id, device, event time of the latest alarm transition)
     #[serde(default)]
     transitions: Vec<(String, String, String, i64)>,
+    /// Pending notification deliveries; absent in snapshots of older builds.
+    #[serde(default)]
+    outbox: Vec<super::outbox::PendingDelivery>,
 }
 
 /// The longest time between two durable state-machine commits (bounds the replay after a
@@ -261,6 +264,7 @@ impl StateMachineStore {
         txn.open_table(super::timers::TIMERS)?;
         txn.open_table(DEVICES)?;
         txn.open_table(TRANSITIONS)?;
+        txn.open_table(super::outbox::OUTBOX)?;
         txn.open_table(META)?;
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
@@ -289,11 +293,7 @@ impl StateMachineStore {
         for event in events {
             self.caches.follow(&event);
             if let Applied::Alarm(e) = &event {
-                let transition = match e.transition {
-                    Transition::Raised => "raised",
-                    Transition::Cleared => "cleared",
-                    Transition::Acknowledged => "acknowledged",
-                };
+                let transition = e.transition.as_str();
                 metrics::counter!(ALARM_TRANSITIONS, "transition" => transition).increment(1);
             }
             // No receiver is fine; lagging receivers see `RecvError::Lagged`.
@@ -346,6 +346,7 @@ fn apply_batch(
             timers: txn.open_table(super::timers::TIMERS)?,
             devices: txn.open_table(DEVICES)?,
             transitions: txn.open_table(TRANSITIONS)?,
+            outbox: txn.open_table(super::outbox::OUTBOX)?,
         };
         let mut meta = txn.open_table(META)?;
         for entry in entries {
@@ -414,6 +415,7 @@ fn build(db: &Database) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
         data.rule_history.push(decode(row?.1.value())?);
     }
     data.timers = super::timers::read_all(&txn)?;
+    data.outbox = super::outbox::read_all(&txn)?;
     for row in txn.open_table(DEVICES)?.iter()? {
         data.devices.push(decode(row?.1.value())?);
     }
@@ -533,6 +535,7 @@ fn install(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), Store
             shards.insert(*shard, (*node, *epoch))?;
         }
         super::timers::install(&txn, &data.timers)?;
+        super::outbox::install(&txn, &data.outbox)?;
         let mut m = txn.open_table(META)?;
         m.insert(
             LAST_APPLIED,

@@ -89,6 +89,15 @@ fn open(dir: &TempDir) -> (StateMachineStore, broadcast::Receiver<Applied>) {
     )
 }
 
+/// Builds (and keeps) a snapshot of `sm`.
+async fn snapshot_of(sm: &mut StateMachineStore) -> Snapshot {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build")
+}
+
 fn drain(rx: &mut broadcast::Receiver<Applied>) -> Vec<Applied> {
     let mut out = Vec::new();
     while let Ok(e) = rx.try_recv() {
@@ -133,12 +142,7 @@ async fn a_snapshot_installs_into_a_fresh_store() {
     let (dir_a, dir_b) = (TempDir::new().expect("dir"), TempDir::new().expect("dir"));
     let (mut a, _) = open(&dir_a);
     a.apply(history()).await.expect("apply");
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    let snapshot = snapshot_of(&mut a).await;
     assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(5));
     let kept = a.get_current_snapshot().await.expect("read").expect("kept");
     assert_eq!(kept.meta, snapshot.meta);
@@ -246,12 +250,7 @@ async fn the_device_registry_is_paged_filtered_and_carried_by_snapshots() {
         ["d1", "d4"]
     );
 
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    let snapshot = snapshot_of(&mut a).await;
     // B has a device the snapshot does not: it must disappear.
     let (mut b, _) = open(&dir_b);
     b.apply(vec![entry(1, register_device("stale", "x", "n"))])
@@ -270,4 +269,74 @@ async fn the_device_registry_is_paged_filtered_and_carried_by_snapshots() {
             .expect("b")
             .is_none()
     );
+}
+
+/// Rule `hot` with a webhook target, so its transitions wait in the outbox.
+fn put_notifying() -> ControlCommand {
+    let ControlCommand::PutRule { mut doc, at_ms } = put("hot") else {
+        unreachable!("put builds a PutRule");
+    };
+    doc.notify = vec![crate::model::Target::Webhook {
+        url: "http://hooks.example/a".into(),
+    }];
+    ControlCommand::PutRule { doc, at_ms }
+}
+
+fn pending_keys(sm: &StateMachineStore) -> Vec<String> {
+    let db = sm.reader().upgrade().expect("open");
+    let txn = db.begin_read().expect("read");
+    let rows = crate::raft::outbox::read_all(&txn).expect("outbox");
+    rows.iter().map(|p| p.key().to_string()).collect()
+}
+
+#[tokio::test]
+async fn the_outbox_is_kept_on_disk_and_carried_by_snapshots() {
+    let (dir_a, dir_b) = (TempDir::new().expect("dir"), TempDir::new().expect("dir"));
+    let (mut a, _) = open(&dir_a);
+    let assign = ControlCommand::AssignShards {
+        node: 1,
+        shards: vec![0],
+        at_ms: 10,
+        activate_after_ms: 0,
+    };
+    a.apply(vec![
+        membership(1),
+        entry(2, assign.clone()),
+        entry(3, put_notifying()),
+        entry(4, raise(2)),
+    ])
+    .await
+    .expect("apply");
+    assert_eq!(pending_keys(&a), vec!["a-4:raised"]);
+    // Reopened: the row is on disk.
+    drop(a);
+    let (mut a, _) = open(&dir_a);
+    assert_eq!(pending_keys(&a), vec!["a-4:raised"]);
+
+    let snapshot = snapshot_of(&mut a).await;
+    // B has a pending row the snapshot does not: it must disappear.
+    let (mut b, _) = open(&dir_b);
+    b.apply(vec![
+        entry(1, assign),
+        entry(2, put_notifying()),
+        entry(3, raise(1)),
+    ])
+    .await
+    .expect("apply");
+    assert_eq!(pending_keys(&b), vec!["a-3:raised"]);
+    b.install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("install");
+    assert_eq!(pending_keys(&b), vec!["a-4:raised"]);
+
+    // Delivering continues after the snapshot.
+    let done = ControlCommand::NotificationsDelivered {
+        keys: vec![crate::raft::outbox::DeliveryKey {
+            alarm_id: "a-4".into(),
+            transition: crate::model::Transition::Raised,
+        }],
+    };
+    let responses = b.apply(vec![entry(5, done)]).await.expect("apply");
+    assert_eq!(responses, vec![ControlResponse::Delivered { removed: 1 }]);
+    assert!(pending_keys(&b).is_empty());
 }

@@ -15,6 +15,7 @@
 //! - `devices`: (tenant, device id) → [`DeviceRecord`]: the device registry;
 //! - `transitions`: (tenant, rule id, device) → event time (`i64`) of the latest alarm
 //!   transition: a new owner's actor evaluates only points after it;
+//! - `outbox`: (alarm index, transition) → pending notification delivery (see `outbox.rs`);
 //! - `meta`: `"last_applied"` (log id), `"last_membership"` (stored membership);
 //! - `snapshot`: `"meta"` (snapshot meta, JSON) and `"data"` (raw bytes) of the last snapshot.
 //!
@@ -79,6 +80,8 @@ pub(super) struct TxnView<'t> {
     pub(super) timers: super::timers::TimersTable<'t>,
     pub(super) devices: DevicesTable<'t>,
     pub(super) transitions: TransitionsTable<'t>,
+    /// Pending notification deliveries (`outbox.rs`).
+    pub(super) outbox: super::outbox::OutboxTable<'t>,
 }
 
 impl ControlState for TxnView<'_> {

@@ -136,6 +136,17 @@ pub async fn owner_of(client: &Client, device: &str) -> anyhow::Result<u64> {
         .context("shard not assigned")
 }
 
+/// A device name (prefix + number) whose shard `node` owns.
+pub async fn device_owned_by(client: &Client, node: u64, prefix: &str) -> String {
+    for i in 0..10_000 {
+        let name = format!("{prefix}{i}");
+        if owner_of(client, &name).await.expect("owner") == node {
+            return name;
+        }
+    }
+    panic!("no device of node {node}");
+}
+
 /// The current leader, as the answering node sees it (polls until one is known).
 pub async fn leader(client: &Client) -> anyhow::Result<u64> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -218,6 +218,15 @@ pub async fn wait_alarms(
     panic!("fewer than {n} alarms for {request:?}")
 }
 
+/// Starts `starling dev` on `broker` with the `[notify]` table of `config`.
+pub async fn start_notifying_node(
+    broker: &starling_chaos::Mosquitto,
+    config: &Path,
+) -> anyhow::Result<crate::common::TestNode> {
+    let config = config.to_str().context("notify config path is UTF-8")?;
+    crate::common::start_node(Some(broker.addr()), &["--notify-config", config]).await
+}
+
 pub fn write_notify_config(dir: &Path, body: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join("notify.toml");
     std::fs::write(&path, format!("[notify]\n{body}"))?;
