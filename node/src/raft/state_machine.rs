@@ -319,6 +319,7 @@ fn rejection_reason(r: &Rejection) -> &'static str {
         Rejection::UnknownFormat(_) => "unknown_format",
         Rejection::NoSuchNode(_) => "no_such_node",
         Rejection::NoSuchDevice(_) => "no_such_device",
+        Rejection::NodeRemoved(_) => "node_removed",
     }
 }
 
