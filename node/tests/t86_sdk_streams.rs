@@ -1,0 +1,242 @@
+//! The SDK's streaming calls against real nodes: `publish_stream` acknowledges every request
+//! in order once durable, a failing request ends the stream with its typed error, and
+//! `subscribe` delivers the points stored after it started — on one node, and on a
+//! three-node cluster from a node that does not own the device (fan-in over the peer port).
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::*;
+use common::{bin, client, query_all, start_node};
+use futures::StreamExt;
+use starling_sdk::proto::{
+    Point, RegisterDeviceRequest, Sample, SubscribeRequest, Value, value::Kind,
+};
+use starling_sdk::{Client, Error, PointStream};
+
+fn sample(ts_ms: i64, metrics: &[&str]) -> Sample {
+    Sample {
+        ts_ms,
+        seq: None,
+        values: metrics
+            .iter()
+            .map(|m| {
+                let value = Value {
+                    kind: Some(Kind::Number(ts_ms as f64)),
+                };
+                ((*m).to_owned(), value)
+            })
+            .collect(),
+    }
+}
+
+/// The next `n` points of a subscription (each bounded so a broken stream fails the test
+/// instead of hanging it).
+async fn next_points(points: &mut PointStream, n: usize) -> Vec<Point> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let item = tokio::time::timeout(Duration::from_secs(30), points.next())
+            .await
+            .unwrap_or_else(|_| panic!("no point after {} of {n}", got.len()))
+            .unwrap_or_else(|| panic!("the subscription ended after {} of {n}", got.len()));
+        got.push(item.expect("a point"));
+    }
+    got
+}
+
+async fn register(client: &Client, device: &str) {
+    client
+        .register_device(RegisterDeviceRequest {
+            id: device.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_stream_acknowledges_every_request_in_order_once_stored() {
+    let node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+    const N: i64 = 300;
+
+    let (mut sender, acks) = client.publish_stream().await.expect("open");
+    let sending = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for i in 0..N {
+            ids.push(
+                sender
+                    .send("stream-1", vec![sample(10_000 + i, &["v"])])
+                    .await
+                    .expect("send"),
+            );
+        }
+        ids
+    });
+    let acks: Vec<_> = acks.collect().await;
+    let ids = sending.await.expect("sender");
+    assert_eq!(ids, (1..=N as u64).collect::<Vec<_>>());
+    let acked: Vec<u64> = acks
+        .iter()
+        .map(|a| {
+            let a = a.as_ref().expect("ack");
+            assert_eq!(a.accepted_points, 1, "{a:?}");
+            a.request_id
+        })
+        .collect();
+    assert_eq!(
+        acked, ids,
+        "one acknowledgement per request, in request order"
+    );
+
+    // Acknowledged means stored: every point is there without waiting.
+    let points = query_all(&client, "stream-1").await.unwrap();
+    let ts: Vec<i64> = points.iter().map(|p| p.ts_ms).collect();
+    assert_eq!(ts, (10_000..10_000 + N).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_request_ends_the_publish_stream_with_its_typed_error() {
+    let node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+
+    let (mut sender, acks) = client.publish_stream().await.expect("open");
+    sender
+        .send("ok-1", vec![sample(1_000, &["v"])])
+        .await
+        .unwrap();
+    sender
+        .send("ok-1", vec![sample(1_001, &["v"])])
+        .await
+        .unwrap();
+    sender
+        .send("not a device id", vec![sample(1_002, &["v"])])
+        .await
+        .unwrap();
+    sender.finish();
+    let acks: Vec<_> = acks.collect().await;
+    assert_eq!(acks.len(), 3, "{acks:?}");
+    assert_eq!(acks[0].as_ref().expect("first").request_id, 1);
+    assert_eq!(acks[1].as_ref().expect("second").request_id, 2);
+    match &acks[2] {
+        Err(Error::InvalidArgument { field, .. }) => assert_eq!(field.as_deref(), Some("device")),
+        other => panic!("expected INVALID_ARGUMENT on device, got {other:?}"),
+    }
+    let stored = query_all(&client, "ok-1").await.unwrap();
+    assert_eq!(stored.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribe_receives_the_points_stored_after_it_started() {
+    let node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+    register(&client, "live-1").await;
+    // Stored before the subscription: not delivered.
+    client
+        .publish("", "live-1", vec![sample(500, &["a"])])
+        .await
+        .unwrap();
+
+    let mut all = client.subscribe("", "live-1").await.expect("subscribe");
+    let mut only_a = client
+        .subscribe_with(SubscribeRequest {
+            device: "live-1".into(),
+            metrics: vec!["a".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe to a");
+
+    // Unary publishes and a publish stream, both delivered in the order stored.
+    for ts in 1_000..1_020 {
+        client
+            .publish("", "live-1", vec![sample(ts, &["a"])])
+            .await
+            .unwrap();
+    }
+    let (mut sender, acks) = client.publish_stream().await.unwrap();
+    for ts in 1_020..1_040 {
+        sender
+            .send("live-1", vec![sample(ts, &["a", "b"])])
+            .await
+            .unwrap();
+    }
+    sender.finish();
+    assert!(acks.all(|a| async move { a.is_ok() }).await);
+
+    let got = next_points(&mut all, 60).await;
+    assert!(got.iter().all(|p| p.device == "live-1"));
+    let ts: Vec<i64> = got.iter().map(|p| p.ts_ms).collect();
+    assert!(ts.is_sorted(), "delivered in stored order: {ts:?}");
+    // Within one sample the order of metrics is the store's: compare sorted.
+    let mut got: Vec<(i64, String)> = got.into_iter().map(|p| (p.ts_ms, p.metric)).collect();
+    got.sort();
+    let mut want: Vec<(i64, String)> = (1_000..1_020).map(|ts| (ts, "a".into())).collect();
+    for ts in 1_020..1_040 {
+        want.push((ts, "a".into()));
+        want.push((ts, "b".into()));
+    }
+    assert_eq!(got, want);
+
+    let a = next_points(&mut only_a, 40).await;
+    let ts: Vec<i64> = a.iter().map(|p| p.ts_ms).collect();
+    assert_eq!(ts, (1_000..1_040).collect::<Vec<_>>());
+    assert!(a.iter().all(|p| p.metric == "a"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribing_to_a_bad_or_unknown_device_is_a_typed_error() {
+    let node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+    match client.subscribe("", "no spaces allowed").await {
+        Err(Error::InvalidArgument { field, .. }) => assert_eq!(field.as_deref(), Some("device")),
+        Err(e) => panic!("expected INVALID_ARGUMENT, got {e:?}"),
+        Ok(_) => panic!("expected INVALID_ARGUMENT, got a stream"),
+    }
+    match client.subscribe("", "never-registered").await {
+        Err(Error::NotFound(message)) => assert!(message.contains("never-registered"), "{message}"),
+        Err(e) => panic!("expected NOT_FOUND, got {e:?}"),
+        Ok(_) => panic!("expected NOT_FOUND, got a stream"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_does_not_own_the_device_fans_in_from_its_owner() {
+    let _ = bin();
+    let tc = TestCluster::start(3).await.expect("cluster");
+    let any = tc.client().expect("client");
+    wait_placed(&any, &[1, 2, 3]).await.expect("placed");
+    // A device node 1 does not own; node 1 serves the subscription.
+    let mut device = None;
+    for i in 0.. {
+        let d = format!("fan-{i}");
+        if owner_of(&any, &d).await.expect("owner") != 1 {
+            device = Some(d);
+            break;
+        }
+    }
+    let device = device.expect("a device owned elsewhere");
+    let owner = owner_of(&any, &device).await.unwrap();
+    register(&any, &device).await;
+
+    let via_1 = tc.client_of(1).expect("client of node 1");
+    let mut points = via_1.subscribe("", &device).await.expect("subscribe");
+    // Published at the owner and at the third node (forwarded to the owner).
+    let third = [1, 2, 3]
+        .into_iter()
+        .find(|n| *n != 1 && *n != owner)
+        .unwrap();
+    let at_owner = tc.client_of(owner).unwrap();
+    let at_third = tc.client_of(third).unwrap();
+    for ts in 1_000..1_030 {
+        let c = if ts % 2 == 0 { &at_owner } else { &at_third };
+        c.publish("", &device, vec![sample(ts, &["v"])])
+            .await
+            .unwrap();
+    }
+    let got = next_points(&mut points, 30).await;
+    let ts: Vec<i64> = got.iter().map(|p| p.ts_ms).collect();
+    assert_eq!(ts, (1_000..1_030).collect::<Vec<_>>());
+    assert!(got.iter().all(|p| p.device == device && p.metric == "v"));
+}
