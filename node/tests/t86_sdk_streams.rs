@@ -240,3 +240,55 @@ async fn a_node_that_does_not_own_the_device_fans_in_from_its_owner() {
     assert_eq!(ts, (1_000..1_030).collect::<Vec<_>>());
     assert!(got.iter().all(|p| p.device == device && p.metric == "v"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_prints_points_as_they_are_stored() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+    register(&client, "cli-1").await;
+    let mut child = tokio::process::Command::new(bin())
+        .args([
+            "telemetry",
+            "subscribe",
+            "cli-1",
+            "--format",
+            "json",
+            "--profile",
+        ])
+        .arg(node.node.profile_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run starling");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    // Printed once the subscription is open.
+    let ready = tokio::time::timeout(Duration::from_secs(30), stderr.next_line())
+        .await
+        .expect("the CLI said nothing")
+        .expect("stderr")
+        .expect("a line");
+    assert!(ready.starts_with("subscribed to cli-1"), "{ready}");
+
+    for ts in 2_000..2_005 {
+        client
+            .publish("", "cli-1", vec![sample(ts, &["t"])])
+            .await
+            .unwrap();
+    }
+    for ts in 2_000..2_005 {
+        let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .expect("no line")
+            .expect("stdout")
+            .expect("a line");
+        let json: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+        assert_eq!(json["device"], "cli-1", "{line}");
+        assert_eq!(json["metric"], "t", "{line}");
+        assert_eq!(json["ts"], ts, "{line}");
+    }
+    child.kill().await.expect("stop the CLI");
+}
