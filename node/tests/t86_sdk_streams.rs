@@ -292,3 +292,141 @@ async fn the_cli_prints_points_as_they_are_stored() {
     }
     child.kill().await.expect("stop the CLI");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_that_falls_behind_is_told_how_many_points_it_missed() {
+    let node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+    register(&client, "busy-1").await;
+    let mut points = client.subscribe("", "busy-1").await.expect("subscribe");
+
+    // Far more points than the hub (4096), the pump and the HTTP/2 windows hold, while the
+    // subscriber reads nothing.
+    let metrics: Vec<String> = (0..100).map(|m| format!("m{m}")).collect();
+    let metrics: Vec<&str> = metrics.iter().map(String::as_str).collect();
+    let (mut sender, acks) = client.publish_stream().await.unwrap();
+    let mut published = 0;
+    for request in 0..20i64 {
+        let samples = (0..100)
+            .map(|i| sample(100_000 + request * 100 + i, &metrics))
+            .collect();
+        sender.send("busy-1", samples).await.unwrap();
+        published += 100 * metrics.len();
+    }
+    sender.finish();
+    let acks: Vec<_> = acks.collect().await;
+    assert!(acks.iter().all(|a| a.is_ok()), "{acks:?}");
+
+    let mut delivered = 0;
+    let ended = loop {
+        let item = tokio::time::timeout(Duration::from_secs(30), points.next())
+            .await
+            .expect("the subscription stalled");
+        match item {
+            Some(Ok(_)) => delivered += 1,
+            Some(Err(e)) => break e,
+            None => panic!("the subscription ended without an error after {delivered} points"),
+        }
+        assert!(
+            delivered < published,
+            "every point delivered: no lag to report"
+        );
+    };
+    match ended {
+        Error::Other(status) => {
+            assert_eq!(status.code(), tonic::Code::DataLoss, "{status:?}");
+            assert!(
+                status.message().starts_with("lagged, ")
+                    && status.message().contains("points skipped"),
+                "{status:?}"
+            );
+        }
+        other => panic!("expected DATA_LOSS, got {other:?}"),
+    }
+    assert!(
+        points.next().await.is_none(),
+        "the stream ends after the error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_follows_the_device_when_its_owner_dies() {
+    let _ = bin();
+    let mut tc = TestCluster::start(3).await.expect("cluster");
+    let any = tc.client().expect("client");
+    wait_placed(&any, &[1, 2, 3]).await.expect("placed");
+    let mut device = None;
+    for i in 0.. {
+        let d = format!("mover-{i}");
+        if owner_of(&any, &d).await.expect("owner") != 1 {
+            device = Some(d);
+            break;
+        }
+    }
+    let device = device.expect("a device owned elsewhere");
+    let owner = owner_of(&any, &device).await.unwrap();
+    register(&any, &device).await;
+    let via_1 = tc.client_of(1).expect("client of node 1");
+    let mut points = via_1.subscribe("", &device).await.expect("subscribe");
+    via_1
+        .publish("", &device, vec![sample(1_000, &["v"])])
+        .await
+        .unwrap();
+    assert_eq!(next_points(&mut points, 1).await[0].ts_ms, 1_000);
+
+    tc.cluster
+        .node_mut(owner)
+        .expect("owner")
+        .kill9()
+        .await
+        .expect("kill");
+    // Keep publishing through node 1 until a point stored by the new owner reaches the
+    // subscriber (points stored before node 1 re-subscribed may be missed: see
+    // cluster/live.rs). Every delivered point is one that was published, in order.
+    // FIXME: once a re-subscription can resume from where the old owner stopped, assert
+    // that every point acknowledged after the kill is delivered.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(item) = points.next().await {
+            if seen_tx.send(item).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut delivered = Vec::new();
+    let mut ts = 2_000;
+    'publishing: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no point stored by the new owner reached the subscriber (got {delivered:?})"
+        );
+        if via_1
+            .publish("", &device, vec![sample(ts, &["v"])])
+            .await
+            .is_ok()
+        {
+            ts += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Anything delivered now was stored after the kill, so by the new owner.
+        while let Ok(item) = seen.try_recv() {
+            delivered.push(item.expect("the subscription kept going").ts_ms);
+        }
+        if !delivered.is_empty() {
+            break 'publishing;
+        }
+    }
+    assert_ne!(
+        owner_of(&via_1, &device).await.unwrap(),
+        owner,
+        "the shard moved"
+    );
+    assert!(delivered.is_sorted(), "{delivered:?}");
+    assert!(
+        delivered.iter().all(|t| (2_000..ts).contains(t)),
+        "{delivered:?}"
+    );
+    reader.abort();
+}
