@@ -55,6 +55,22 @@ async fn register(client: &Client, device: &str) {
         .expect("register");
 }
 
+/// Waits for placement on three nodes, then registers a device `PREFIX-i` that node 1 does
+/// not own; returns it and its owner.
+async fn registered_device_not_on_node_1(tc: &TestCluster, prefix: &str) -> (String, u64) {
+    let any = tc.client().expect("client");
+    wait_placed(&any, &[1, 2, 3]).await.expect("placed");
+    for i in 0.. {
+        let device = format!("{prefix}-{i}");
+        let owner = owner_of(&any, &device).await.expect("owner");
+        if owner != 1 {
+            register(&any, &device).await;
+            return (device, owner);
+        }
+    }
+    unreachable!("some device is owned by node 2 or 3")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_stream_acknowledges_every_request_in_order_once_stored() {
     let node = start_node(None, &[]).await.unwrap();
@@ -205,20 +221,8 @@ async fn subscribing_to_a_bad_or_unknown_device_is_a_typed_error() {
 async fn a_node_that_does_not_own_the_device_fans_in_from_its_owner() {
     let _ = bin();
     let tc = TestCluster::start(3).await.expect("cluster");
-    let any = tc.client().expect("client");
-    wait_placed(&any, &[1, 2, 3]).await.expect("placed");
     // A device node 1 does not own; node 1 serves the subscription.
-    let mut device = None;
-    for i in 0.. {
-        let d = format!("fan-{i}");
-        if owner_of(&any, &d).await.expect("owner") != 1 {
-            device = Some(d);
-            break;
-        }
-    }
-    let device = device.expect("a device owned elsewhere");
-    let owner = owner_of(&any, &device).await.unwrap();
-    register(&any, &device).await;
+    let (device, owner) = registered_device_not_on_node_1(&tc, "fan").await;
 
     let via_1 = tc.client_of(1).expect("client of node 1");
     let mut points = via_1.subscribe("", &device).await.expect("subscribe");
@@ -353,19 +357,8 @@ async fn a_subscriber_that_falls_behind_is_told_how_many_points_it_missed() {
 async fn a_subscription_follows_the_device_when_its_owner_dies() {
     let _ = bin();
     let mut tc = TestCluster::start(3).await.expect("cluster");
-    let any = tc.client().expect("client");
-    wait_placed(&any, &[1, 2, 3]).await.expect("placed");
-    let mut device = None;
-    for i in 0.. {
-        let d = format!("mover-{i}");
-        if owner_of(&any, &d).await.expect("owner") != 1 {
-            device = Some(d);
-            break;
-        }
-    }
-    let device = device.expect("a device owned elsewhere");
-    let owner = owner_of(&any, &device).await.unwrap();
-    register(&any, &device).await;
+    // A device node 1 does not own; node 1 serves the subscription.
+    let (device, owner) = registered_device_not_on_node_1(&tc, "mover").await;
     let via_1 = tc.client_of(1).expect("client of node 1");
     let mut points = via_1.subscribe("", &device).await.expect("subscribe");
     via_1
