@@ -298,6 +298,8 @@ pub async fn run(
         Some(reason) => tracing::error!(%reason, "control plane stopped: shutting the node down"),
     }
     let _ = stop_tx.send(true);
+    // Live subscriptions end now: open streams would hold up the servers' graceful stop.
+    router.live().close();
 
     let mut result = match failed {
         None => Ok(()),

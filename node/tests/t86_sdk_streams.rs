@@ -423,3 +423,22 @@ async fn a_subscription_follows_the_device_when_its_owner_dies() {
     );
     reader.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_subscriptions_end_when_the_node_stops_and_do_not_hold_it_up() {
+    let mut node = start_node(None, &[]).await.unwrap();
+    let client = client(&node.node).unwrap();
+    register(&client, "stopping-1").await;
+    let mut points = client.subscribe("", "stopping-1").await.expect("subscribe");
+    // Another subscriber that never reads.
+    let _idle = client.subscribe("", "stopping-1").await.expect("subscribe");
+
+    let status = node.node.terminate().await.expect("a graceful stop");
+    assert!(status.success(), "{status:?}");
+    match points.next().await {
+        Some(Err(Error::Unavailable(message))) => {
+            assert!(message.contains("shutting down"), "{message}")
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+}

@@ -104,27 +104,36 @@ pub fn serve_peer(
     })
 }
 
-/// This node's hub for `device`, as batches of what is ready.
+/// This node's hub for `device`, as batches of what is ready; ends when the hub closes.
 fn local(hub: &LiveHub, device: &DeviceKey) -> Source {
     let rx = hub.subscribe(device);
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        let first = match rx.recv().await {
-            Ok(p) => p,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                return Some((Err(SourceError::Lagged(LiveError::lagged(n))), rx));
+    Box::pin(futures::stream::unfold(
+        (rx, hub.clone()),
+        |(mut rx, hub)| async move {
+            let first = tokio::select! {
+                // The next stored point.
+                received = rx.recv() => match received {
+                    Ok(p) => p,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let lagged = Err(SourceError::Lagged(LiveError::lagged(n)));
+                        return Some((lagged, (rx, hub)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                // The node stops.
+                _ = hub.closed() => return None,
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    // A lag is reported by the next recv.
+                    Err(_) => break,
+                }
             }
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                // A lag is reported by the next recv.
-                Err(_) => break,
-            }
-        }
-        Some((Ok(batch), rx))
-    }))
+            Some((Ok(batch), (rx, hub)))
+        },
+    ))
 }
 
 /// The owner's hub over the peer port.
@@ -202,6 +211,8 @@ impl Pump {
                         _ = tokio::time::sleep(RETRY) => {}
                         // The subscriber left.
                         _ = self.tx.closed() => return,
+                        // The node stops.
+                        _ = self.hub.closed() => return self.stopping(),
                     }
                 }
             }
@@ -215,6 +226,23 @@ impl Pump {
                     Next::Resolve { pause: true }
                 }
             };
+        }
+    }
+
+    /// Tells the subscriber this node stops (it subscribes again elsewhere), if its buffer
+    /// has room: a subscriber that does not read must not hold up the node's stop.
+    fn stopping(&self) {
+        let closing = LiveError::Unavailable("the node is shutting down".into());
+        let _ = self.tx.try_send(Err(closing));
+    }
+
+    /// Hands one item to the subscriber; false when it left or the node stops meanwhile.
+    async fn deliver(&self, item: Result<Point, LiveError>) -> bool {
+        tokio::select! {
+            // Room in the subscriber's buffer.
+            sent = self.tx.send(item) => sent.is_ok(),
+            // The node stops while the subscriber is not reading.
+            _ = self.hub.closed() => false,
         }
     }
 
@@ -232,13 +260,13 @@ impl Pump {
                 item = source.next() => match item {
                     Some(Ok(points)) => {
                         for p in points {
-                            if self.tx.send(Ok(p)).await.is_err() {
+                            if !self.deliver(Ok(p)).await {
                                 return Next::Stop;
                             }
                         }
                     }
                     Some(Err(SourceError::Lagged(e))) => {
-                        let _ = self.tx.send(Err(e)).await;
+                        self.deliver(Err(e)).await;
                         return Next::Stop;
                     }
                     Some(Err(SourceError::Lost(reason))) => {
@@ -257,13 +285,17 @@ impl Pump {
                     }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Closed) => {
-                        let closing = LiveError::Unavailable("the node is shutting down".into());
-                        let _ = self.tx.send(Err(closing)).await;
+                        self.stopping();
                         return Next::Stop;
                     }
                 },
                 // The subscriber left.
                 _ = self.tx.closed() => return Next::Stop,
+                // The node stops.
+                _ = self.hub.closed() => {
+                    self.stopping();
+                    return Next::Stop;
+                }
             }
         }
     }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::model::{DeviceKey, Point};
 
@@ -20,13 +20,36 @@ use crate::model::{DeviceKey, Point};
 pub const CAPACITY: usize = 4096;
 
 /// The per-device channels of this node. Cheap to clone.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LiveHub {
     /// A std Mutex: held for map operations only, never across an await.
     channels: Arc<Mutex<HashMap<DeviceKey, broadcast::Sender<Point>>>>,
+    /// True once the node stops: subscriptions end (an open stream would hold up the gRPC
+    /// servers' graceful shutdown forever).
+    closed: Arc<watch::Sender<bool>>,
+}
+
+impl Default for LiveHub {
+    fn default() -> Self {
+        Self {
+            channels: Arc::default(),
+            closed: Arc::new(watch::channel(false).0),
+        }
+    }
 }
 
 impl LiveHub {
+    /// Ends every subscription (node shutdown).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Resolves once [`LiveHub::close`] was called.
+    pub async fn closed(&self) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|closed| *closed).await;
+    }
+
     /// Points of `device` stored on this node from now on.
     pub fn subscribe(&self, device: &DeviceKey) -> broadcast::Receiver<Point> {
         let mut map = self.lock();
@@ -101,5 +124,7 @@ mod tests {
         drop(rx);
         assert!(hub.watchers(&key).is_none(), "the last subscriber left");
         assert_eq!(hub.watched_devices(), 0);
+        hub.close();
+        hub.closed().await;
     }
 }
