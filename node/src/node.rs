@@ -227,6 +227,7 @@ pub async fn run(
             max_ts_age_ms: config.max_ts_age.map(duration_ms),
             ..Default::default()
         },
+        stop: stop_rx.clone(),
     };
     let grpc = tonic::transport::Server::builder()
         .tls_config(server_tls)?

@@ -11,7 +11,7 @@ use common::cluster::*;
 use common::{bin, client, query_all, start_node};
 use futures::StreamExt;
 use starling_sdk::proto::{
-    Point, RegisterDeviceRequest, Sample, SubscribeRequest, Value, value::Kind,
+    Point, RegisterDeviceRequest, Sample, SubscribeRequest, Value, WatchAlarmsRequest, value::Kind,
 };
 use starling_sdk::{Client, Error, PointStream};
 
@@ -425,17 +425,27 @@ async fn a_subscription_follows_the_device_when_its_owner_dies() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn open_subscriptions_end_when_the_node_stops_and_do_not_hold_it_up() {
+async fn open_subscriptions_and_alarm_watches_end_when_the_node_stops() {
     let mut node = start_node(None, &[]).await.unwrap();
     let client = client(&node.node).unwrap();
     register(&client, "stopping-1").await;
     let mut points = client.subscribe("", "stopping-1").await.expect("subscribe");
     // Another subscriber that never reads.
     let _idle = client.subscribe("", "stopping-1").await.expect("subscribe");
+    let mut alarms = client
+        .watch_alarms(WatchAlarmsRequest::default())
+        .await
+        .expect("watch");
 
     let status = node.node.terminate().await.expect("a graceful stop");
     assert!(status.success(), "{status:?}");
     match points.next().await {
+        Some(Err(Error::Unavailable(message))) => {
+            assert!(message.contains("shutting down"), "{message}")
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    match alarms.next().await {
         Some(Err(Error::Unavailable(message))) => {
             assert!(message.contains("shutting down"), "{message}")
         }
