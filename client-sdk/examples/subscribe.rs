@@ -40,7 +40,7 @@ async fn main() -> Result<(), Error> {
                 p.metric,
                 p.value.and_then(|v| v.kind)
             ),
-            // A lag ends the stream with DATA_LOSS and says how many points were skipped.
+            // A lag ends the stream with Error::DataLoss saying how many points were skipped.
             Err(e) => {
                 eprintln!("subscription ended: {e}");
                 return Err(e);

@@ -39,7 +39,7 @@ async fn main() -> Result<(), Error> {
                 );
             }
             // The open stream does not fail over: say why it ended (a watcher that fell
-            // behind gets DATA_LOSS; list alarms and watch again).
+            // behind gets Error::DataLoss; list alarms and watch again).
             Err(e) => {
                 eprintln!("watch ended: {e}");
                 return Err(e);

@@ -25,8 +25,8 @@ pub const PUBLISH_WINDOW: usize = 32;
 pub type PublishAcks = BoxStream<'static, Result<PublishResponse, Error>>;
 
 /// The points of a [`Client::subscribe`], in the order the device's owner stored them. An
-/// `Err` item ends it: [`Error::Other`] with `DataLoss` when the subscriber fell behind (the
-/// message says how many points it missed), [`Error::Unavailable`] when the node went away.
+/// `Err` item ends it: [`Error::DataLoss`] when the subscriber fell behind (the message says
+/// how many points it missed), [`Error::Unavailable`] when the node went away or stops.
 pub type PointStream = BoxStream<'static, Result<Point, Error>>;
 
 /// The sending half of a [`Client::publish_stream`]. Drop it (or call
@@ -119,8 +119,12 @@ impl Client {
     ///
     /// let mut points = client.subscribe("", "boiler-1").await?;
     /// while let Some(point) = points.next().await {
-    ///     let point = point?;
-    ///     println!("{} {} at {}", point.device, point.metric, point.ts_ms);
+    ///     match point {
+    ///         Ok(p) => println!("{} {} at {}", p.device, p.metric, p.ts_ms),
+    ///         // Read too slowly: query the gap, then subscribe again.
+    ///         Err(starling_sdk::Error::DataLoss(why)) => eprintln!("{why}"),
+    ///         Err(e) => return Err(e),
+    ///     }
     /// }
     /// # Ok(()) }
     /// ```
