@@ -365,6 +365,12 @@ async fn a_subscriber_that_falls_behind_is_told_how_many_points_it_missed() {
         points.next().await.is_none(),
         "the stream ends after the error"
     );
+    let lagged = node
+        .node
+        .metric("starling_live_lagged_total")
+        .await
+        .unwrap();
+    assert_eq!(lagged, Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

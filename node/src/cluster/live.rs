@@ -22,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Cluster, Route};
 use crate::device::live::LiveHub;
+use crate::metrics_names;
 use crate::model::{DeviceKey, Point};
 use crate::raft::Applied;
 use crate::shard;
@@ -200,7 +201,20 @@ impl Pump {
         mut owner: Option<u64>,
         source: Source,
     ) {
-        let mut next = self.pump(source, &mut events, owner).await;
+        metrics::gauge!(metrics_names::LIVE_SUBSCRIPTIONS).increment(1.0);
+        self.follow(&mut events, &mut owner, source).await;
+        metrics::gauge!(metrics_names::LIVE_SUBSCRIPTIONS).decrement(1.0);
+    }
+
+    /// Pumps from the first source, then from each owner the shard moves to, until the
+    /// subscription is over.
+    async fn follow(
+        &self,
+        events: &mut broadcast::Receiver<Applied>,
+        owner: &mut Option<u64>,
+        source: Source,
+    ) {
+        let mut next = self.pump(source, events, *owner).await;
         loop {
             match next {
                 Next::Stop => return,
@@ -218,8 +232,9 @@ impl Pump {
             }
             next = match self.resolve().await {
                 Ok((now, source)) => {
-                    owner = now;
-                    self.pump(source, &mut events, owner).await
+                    metrics::counter!(metrics_names::LIVE_RESUBSCRIBED).increment(1);
+                    *owner = now;
+                    self.pump(source, events, *owner).await
                 }
                 Err(reason) => {
                     tracing::debug!(device = %self.device, %reason, "live source not ready");
@@ -266,6 +281,7 @@ impl Pump {
                         }
                     }
                     Some(Err(SourceError::Lagged(e))) => {
+                        metrics::counter!(metrics_names::LIVE_LAGGED).increment(1);
                         self.deliver(Err(e)).await;
                         return Next::Stop;
                     }
