@@ -7,10 +7,12 @@
 //! applies a shard move (or the owner stops answering), so the subscription follows the
 //! device across failovers and rebalancing.
 //!
-//! What it does not promise: points the new owner stores between its activation and the
-//! moment this node re-subscribes to it are not delivered (the activation delay of a moved
-//! shard, lease + drift, normally covers that window; a query of the range fills it). A
-//! subscriber that falls behind gets [`LiveError::Lagged`], never a silent gap.
+//! What it does not promise: points a new owner stores before this node has re-subscribed
+//! to it are not delivered. The window is short (this node re-subscribes as soon as it
+//! applies the move; the new owner serves the shard only once it has applied it and holds a
+//! lease covering it, after an activation delay when the shard comes from a live node), it
+//! is counted (`starling_live_resubscriptions_total`), and a query of the range fills it.
+//! A subscriber that falls behind gets [`LiveError::Lagged`], never a silent gap.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -107,17 +109,23 @@ pub fn serve_peer(
 
 /// This node's hub for `device`, as batches of what is ready; ends when the hub closes.
 fn local(hub: &LiveHub, device: &DeviceKey) -> Source {
-    let rx = hub.subscribe(device);
+    /// The receiver, the hub (for its close signal), and a lag seen while batching, to
+    /// report after the batch (`try_recv` reports a lag once, then moves on).
+    type State = (broadcast::Receiver<Point>, LiveHub, Option<u64>);
+    let lag = |n| Err(SourceError::Lagged(LiveError::lagged(n)));
+    let state: State = (hub.subscribe(device), hub.clone(), None);
     Box::pin(futures::stream::unfold(
-        (rx, hub.clone()),
-        |(mut rx, hub)| async move {
+        state,
+        move |(mut rx, hub, lagged)| async move {
+            if let Some(n) = lagged {
+                return Some((lag(n), (rx, hub, None)));
+            }
             let first = tokio::select! {
                 // The next stored point.
                 received = rx.recv() => match received {
                     Ok(p) => p,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let lagged = Err(SourceError::Lagged(LiveError::lagged(n)));
-                        return Some((lagged, (rx, hub)));
+                        return Some((lag(n), (rx, hub, None)));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
@@ -125,14 +133,18 @@ fn local(hub: &LiveHub, device: &DeviceKey) -> Source {
                 _ = hub.closed() => return None,
             };
             let mut batch = vec![first];
+            let mut lagged = None;
             while batch.len() < BATCH {
                 match rx.try_recv() {
                     Ok(p) => batch.push(p),
-                    // A lag is reported by the next recv.
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        lagged = Some(n);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
-            Some((Ok(batch), (rx, hub)))
+            Some((Ok(batch), (rx, hub, lagged)))
         },
     ))
 }
@@ -314,5 +326,55 @@ impl Pump {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::live::{CAPACITY, report};
+    use crate::model::Value;
+
+    fn points(from: i64, n: usize) -> Vec<Point> {
+        (from..from + n as i64)
+            .map(|ts_ms| Point {
+                device: DeviceKey::new("t", "d"),
+                metric: "m".into(),
+                ts_ms,
+                value: Value::Number(0.0),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_local_source_batches_what_is_ready_and_reports_a_lag_then_ends_on_close() {
+        let hub = LiveHub::default();
+        let key = DeviceKey::new("t", "d");
+        let mut source = local(&hub, &key);
+        let tx = hub.watchers(&key);
+
+        report(tx.as_ref(), &points(0, 3));
+        let batch = source.next().await.expect("a batch").ok().expect("points");
+        assert_eq!(batch.iter().map(|p| p.ts_ms).collect::<Vec<_>>(), [0, 1, 2]);
+
+        // More than a batch is ready: batches of at most BATCH, in order.
+        report(tx.as_ref(), &points(3, BATCH + 1));
+        let batch = source.next().await.expect("a batch").ok().expect("points");
+        assert_eq!((batch.len(), batch[0].ts_ms), (BATCH, 3));
+        let batch = source.next().await.expect("a batch").ok().expect("points");
+        assert_eq!((batch.len(), batch[0].ts_ms), (1, 3 + BATCH as i64));
+
+        // Overflowing the hub: the lag is reported with the number of points skipped.
+        report(tx.as_ref(), &points(1_000, CAPACITY + 7));
+        match source.next().await {
+            Some(Err(SourceError::Lagged(LiveError::Lagged(m)))) => {
+                assert!(m.starts_with("lagged, 7 points skipped"), "{m}")
+            }
+            _ => panic!("expected a lag"),
+        }
+
+        hub.close();
+        let rest: Vec<_> = source.collect().await;
+        assert!(rest.iter().all(|item| item.is_ok()), "no further error");
     }
 }
