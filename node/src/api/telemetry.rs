@@ -157,10 +157,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
             .map_err(ApiError::from)?
             .is_none()
         {
-            return Err(ApiError::NotFound(format!(
-                "device {key} (register it, or let its first telemetry auto-provision it)"
-            ))
-            .into());
+            return Err(ApiError::NotFound(format!("device {key}")).into());
         }
         let metrics: HashSet<String> = r.metrics.into_iter().collect();
         let live = crate::cluster::live::subscribe(&self.0.cluster, self.0.router.live(), key)
