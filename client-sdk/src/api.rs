@@ -29,6 +29,19 @@ pub type AlarmStream = BoxStream<'static, Result<AlarmEvent, Error>>;
 impl Client {
     /// Stores samples of one device. Retried on UNAVAILABLE: give samples a `ts_ms` or `seq`
     /// so a retry cannot store a point twice (`ts_ms = 0` means server receive time).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: starling_sdk::Client) -> Result<(), starling_sdk::Error> {
+    /// use starling_sdk::proto::{Sample, Value, value::Kind};
+    ///
+    /// let value = Value { kind: Some(Kind::Number(3.2)) };
+    /// let sample = Sample { ts_ms: 1_700_000_000_000, seq: None, values: [("bar".into(), value)].into() };
+    /// let reply = client.publish("", "pump-7", vec![sample]).await?;
+    /// for r in &reply.rejections {
+    ///     eprintln!("sample {} refused: {} ({})", r.sample, r.message, r.reason);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn publish(
         &self,
         tenant: &str,
@@ -39,6 +52,7 @@ impl Client {
             tenant: tenant.to_owned(),
             device: device.to_owned(),
             samples,
+            request_id: 0,
         };
         self.call(|ch| {
             let request = request.clone();
@@ -62,6 +76,24 @@ impl Client {
     }
 
     /// Every point matching `request`, following page tokens from `request.page_token`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: starling_sdk::Client) -> Result<(), starling_sdk::Error> {
+    /// use starling_sdk::proto::QueryRequest;
+    ///
+    /// // The last hour of one metric (`to_ms: 0` means now).
+    /// let now_ms = 1_700_000_000_000;
+    /// let request = QueryRequest {
+    ///     device: "pump-7".into(),
+    ///     metric: "bar".into(),
+    ///     from_ms: now_ms - 3_600_000,
+    ///     ..Default::default()
+    /// };
+    /// for p in client.query_all(request).await? {
+    ///     println!("{} {:?}", p.ts_ms, p.value);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn query_all(&self, mut request: QueryRequest) -> Result<Vec<Point>, Error> {
         let mut points = Vec::new();
         loop {
@@ -91,6 +123,26 @@ impl Client {
 
     /// Every interval of an aggregate, following page tokens from `request.page_token`
     /// (there is no cap on the number of intervals: mind the range and interval).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: starling_sdk::Client) -> Result<(), starling_sdk::Error> {
+    /// use starling_sdk::proto::AggregateRequest;
+    ///
+    /// // Hourly averages of one day (answered from 1-hour rollups).
+    /// let request = AggregateRequest {
+    ///     device: "pump-7".into(),
+    ///     metric: "bar".into(),
+    ///     function: "avg".into(),
+    ///     interval_ms: 3_600_000,
+    ///     from_ms: 1_699_920_000_000,
+    ///     to_ms: 1_700_006_400_000,
+    ///     ..Default::default()
+    /// };
+    /// for row in client.aggregate_all(request).await? {
+    ///     println!("{}: {} over {} points", row.start_ms, row.value, row.count);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn aggregate_all(
         &self,
         mut request: AggregateRequest,
@@ -318,6 +370,25 @@ impl Client {
 
     /// Committed alarm transitions from now on. Opening the stream fails over; the open
     /// stream does not (re-watch on an `Err` item).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: starling_sdk::Client) -> Result<(), starling_sdk::Error> {
+    /// use futures::StreamExt;
+    /// use starling_sdk::proto::{Transition, WatchAlarmsRequest};
+    ///
+    /// let mut events = client
+    ///     .watch_alarms(WatchAlarmsRequest { severity: "critical".into(), ..Default::default() })
+    ///     .await?;
+    /// while let Some(event) = events.next().await {
+    ///     let event = event?;
+    ///     let raised = event.transition() == Transition::Raised;
+    ///     let alarm = event.alarm.unwrap_or_default();
+    ///     if raised {
+    ///         println!("{} raised on {}: {}", alarm.rule_id, alarm.device, alarm.message);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn watch_alarms(&self, request: WatchAlarmsRequest) -> Result<AlarmStream, Error> {
         let stream = self
             .call(|ch| {

@@ -31,6 +31,20 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Settings for a [`Client`]. Start from [`ClientBuilder::new`] or
 /// [`ClientBuilder::from_profile`].
+///
+/// ```no_run
+/// # fn demo() -> Result<(), starling_sdk::Error> {
+/// use std::time::Duration;
+/// use starling_sdk::{ClientBuilder, Profile};
+///
+/// let profile = Profile::load("./starling-data/client.toml".as_ref())?;
+/// let client = ClientBuilder::from_profile(&profile)?
+///     .request_timeout(Duration::from_secs(5))
+///     .rounds(2)
+///     .build()?;
+/// println!("endpoints in failover order: {:?}", client.endpoints());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     /// Endpoint URLs in failover order (`https://host:port`; `http://` means no TLS).

@@ -27,6 +27,11 @@ pub enum Error {
     /// The server did not accept the caller's identity.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// A stream fell behind and the server ended it rather than skip items silently (a
+    /// subscription or alarm watch that was not read fast enough); the message says how
+    /// much was missed. Query the gap and open the stream again.
+    #[error("data loss: {0}")]
+    DataLoss(String),
     /// The profile, a certificate or a key could not be loaded, or an endpoint is not a URL.
     #[error("configuration: {0}")]
     Config(String),
@@ -66,6 +71,7 @@ impl From<tonic::Status> for Error {
             },
             Code::PermissionDenied => Error::PermissionDenied(message),
             Code::Unauthenticated => Error::Unauthenticated(message),
+            Code::DataLoss => Error::DataLoss(message),
             _ => Error::Other(status),
         }
     }
@@ -156,6 +162,10 @@ mod tests {
             (
                 Code::Unauthenticated,
                 |e| matches!(e, Error::Unauthenticated(m) if m == "msg"),
+            ),
+            (
+                Code::DataLoss,
+                |e| matches!(e, Error::DataLoss(m) if m == "msg"),
             ),
             (
                 Code::FailedPrecondition,

@@ -31,6 +31,13 @@ pub const RAFT_TERM: &str = "starling_raft_term";
 pub const RAFT_APPLIED: &str = "starling_raft_last_applied";
 /// Gauge. 1 when this node is the Raft leader.
 pub const RAFT_IS_LEADER: &str = "starling_raft_is_leader";
+/// Gauge. Live subscriptions (`Telemetry.Subscribe`) this node serves to clients.
+pub const LIVE_SUBSCRIPTIONS: &str = "starling_live_subscriptions";
+/// Counter. Live subscriptions ended because the subscriber fell behind (DATA_LOSS).
+pub const LIVE_LAGGED: &str = "starling_live_lagged_total";
+/// Counter. Times a live subscription re-subscribed to its device's owner (a shard move, or
+/// the owner stopped answering); points stored by a new owner before it are not delivered.
+pub const LIVE_RESUBSCRIBED: &str = "starling_live_resubscriptions_total";
 /// Counter. gRPC requests refused, by `code`.
 pub const API_ERRORS: &str = "starling_api_errors_total";
 /// Counter. Messages stored by another node (forwarded because it owns their shard).

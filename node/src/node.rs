@@ -227,6 +227,7 @@ pub async fn run(
             max_ts_age_ms: config.max_ts_age.map(duration_ms),
             ..Default::default()
         },
+        stop: stop_rx.clone(),
     };
     let grpc = tonic::transport::Server::builder()
         .tls_config(server_tls)?
@@ -306,6 +307,8 @@ pub async fn run(
         Some(reason) => tracing::error!(%reason, "control plane stopped: shutting the node down"),
     }
     let _ = stop_tx.send(true);
+    // Live subscriptions end now: open streams would hold up the servers' graceful stop.
+    router.live().close();
 
     let mut result = match failed {
         None => Ok(()),

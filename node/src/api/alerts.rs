@@ -83,6 +83,17 @@ impl pb::alerts_server::Alerts for AlertsApi {
                 )))),
             }
         });
+        // The node stops: say so and end the stream.
+        let mut stop = self.0.stop.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let closing = futures::stream::once(async {
+            Err(Status::unavailable(
+                "the node is shutting down; watch again elsewhere",
+            ))
+        });
+        let events = futures::StreamExt::take_until(events, stopped).chain(closing);
         Ok(Response::new(Box::pin(events)))
     }
 }

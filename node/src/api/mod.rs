@@ -36,6 +36,9 @@ pub struct ApiState {
     pub control: ControlPlane,
     /// Validation limits of published samples, the same as MQTT ingest's.
     pub limits: crate::ingest::payload::Limits,
+    /// True once the node stops: server streams (alarm watches) end then, or they would
+    /// hold up the server's graceful stop.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Adds every public service to a tonic server builder.

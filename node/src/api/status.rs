@@ -31,6 +31,9 @@ pub enum ApiError {
     /// The points could not be stored (here or at their owner).
     #[error(transparent)]
     Sink(#[from] crate::ingest::SinkError),
+    /// A live subscription ended (the subscriber lagged, or the node is stopping).
+    #[error(transparent)]
+    Live(#[from] crate::cluster::live::LiveError),
     /// A layer below answered something the handler does not expect (a bug).
     #[error("unexpected answer: {0}")]
     Unexpected(String),
@@ -66,6 +69,12 @@ impl From<ApiError> for Status {
                 Status::failed_precondition(e.message.clone())
             }
             ApiError::Sink(e) => Status::internal(e.message.clone()),
+            ApiError::Live(crate::cluster::live::LiveError::Lagged(m)) => {
+                Status::data_loss(m.clone())
+            }
+            ApiError::Live(e @ crate::cluster::live::LiveError::Unavailable(_)) => {
+                Status::unavailable(e.to_string())
+            }
             ApiError::Unexpected(m) => Status::internal(format!("unexpected answer: {m}")),
         };
         metrics::counter!(metrics_names::API_ERRORS, "code" => code_label(status.code()))
@@ -90,6 +99,7 @@ fn code_label(c: tonic::Code) -> &'static str {
         tonic::Code::Unavailable => "unavailable",
         tonic::Code::FailedPrecondition => "failed_precondition",
         tonic::Code::Internal => "internal",
+        tonic::Code::DataLoss => "data_loss",
         _ => "other",
     }
 }

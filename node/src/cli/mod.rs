@@ -239,6 +239,14 @@ pub enum TelemetryCommand {
         #[arg(long, value_name = "T", allow_hyphen_values = true)]
         ts: Option<String>,
     },
+    /// Print the points of one device as they are stored, until Ctrl-C.
+    Subscribe {
+        /// Device id.
+        device: String,
+        /// Only this metric (repeatable; default: every metric).
+        #[arg(long = "metric", value_name = "METRIC")]
+        metrics: Vec<String>,
+    },
 }
 
 /// `starling rules …`.
@@ -510,6 +518,21 @@ mod tests {
                 false,
             ),
             (&["telemetry", "latest", "--device", "d"], true),
+            (&["telemetry", "subscribe", "d"], true),
+            (
+                &[
+                    "telemetry",
+                    "subscribe",
+                    "d",
+                    "--metric",
+                    "a",
+                    "--metric",
+                    "b",
+                ],
+                true,
+            ),
+            (&["telemetry", "subscribe", "d", "--format", "json"], true),
+            (&["telemetry", "subscribe"], false),
             (
                 &["telemetry", "publish", "--device", "d", "--values", "{}"],
                 true,

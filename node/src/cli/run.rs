@@ -226,6 +226,7 @@ async fn telemetry(ctx: &Ctx, command: &TelemetryCommand) -> Outcome {
             let points = ctx.client.latest(&ctx.tenant, device).await?;
             ctx.print(&points, output::point_json, POINT_HEADERS, point_row)
         }
+        TelemetryCommand::Subscribe { device, metrics } => subscribe(ctx, device, metrics).await,
         TelemetryCommand::Publish { device, values, ts } => {
             let values = output::parse_values(values).map_err(|e| anyhow!(e))?;
             // A client-side timestamp makes an SDK retry idempotent (same device, metric, ts).
@@ -293,6 +294,44 @@ fn read_rule_file(path: &Path) -> anyhow::Result<(String, &'static str)> {
     serde_json::from_str::<Json>(&text)
         .with_context(|| format!("{}: not valid JSON", path.display()))?;
     Ok((text, "json"))
+}
+
+/// `telemetry subscribe`: one line per point as it is stored (JSON, or aligned columns
+/// under a header), until Ctrl-C or the end of the stream (an error: lag or node gone).
+async fn subscribe(ctx: &Ctx, device: &str, metrics: &[String]) -> Outcome {
+    let request = proto::SubscribeRequest {
+        tenant: ctx.tenant.clone(),
+        device: device.to_owned(),
+        metrics: metrics.to_vec(),
+    };
+    let mut points = ctx.client.subscribe_with(request).await?;
+    let line = |cells: &[String]| {
+        format!(
+            "{:<24} {:<16} {:<24} {}\n",
+            cells[0], cells[1], cells[2], cells[3]
+        )
+    };
+    // On stderr in both formats: once it is printed, no stored point is missed.
+    eprintln!("subscribed to {device}; Ctrl-C to stop");
+    if ctx.format == Format::Table {
+        let headers: Vec<String> = POINT_HEADERS.iter().map(|h| (*h).to_owned()).collect();
+        print_out(&line(&headers))?;
+    }
+    loop {
+        tokio::select! {
+            // The user is done: a normal exit.
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            // The next stored point, an error (lag, node gone), or the server ending it.
+            point = points.next() => match point {
+                Some(Ok(p)) => match ctx.format {
+                    Format::Json => print_out(&format!("{}\n", output::point_json(&p)))?,
+                    Format::Table => print_out(&line(&point_row(&p)))?,
+                },
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(Failure::Cli(anyhow!("the server ended the subscription"))),
+            },
+        }
+    }
 }
 
 async fn rules(ctx: &Ctx, command: &RulesCommand) -> Outcome {

@@ -10,6 +10,7 @@
 //! - [`forward`]: points for shards owned elsewhere, batched to their owner; the ingest sink.
 //! - [`rescue`]: draining the broker session of a node marked down.
 //! - [`reads`]: history reads routed by ownership history and merged (embedded store).
+//! - [`live`]: live subscriptions, fanned in from the device's owner and following moves.
 //!
 //! ## What it does not do
 //! It does not store telemetry or evaluate rules (device actors do), and it never relies on
@@ -18,6 +19,7 @@
 pub mod forward;
 pub mod lease;
 pub mod leave;
+pub mod live;
 pub mod peers;
 pub mod provision;
 pub mod reads;

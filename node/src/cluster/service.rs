@@ -1,6 +1,6 @@
 //! The peer services this node serves to other nodes (peer port only, node certificates
 //! only): `Control` (forwarded writes, join, remove, lease heartbeats) and `Data` (points
-//! forwarded to their owner, reads of this node's local store).
+//! forwarded to their owner, reads of this node's local store, live points of a device).
 //!
 //! Handlers decode, call the cluster/router/store, encode; they hold no state.
 
@@ -186,8 +186,26 @@ impl DataService {
     }
 }
 
+type LiveStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LivePoints, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl pb::data_server::Data for DataService {
+    type LiveStream = LiveStream;
+
+    async fn live(
+        &self,
+        req: Request<pb::LiveRequest>,
+    ) -> Result<Response<Self::LiveStream>, Status> {
+        let r = req.into_inner();
+        let key = DeviceKey {
+            tenant: r.tenant,
+            device: r.device,
+        };
+        let points = super::live::serve_peer(self.router.live(), &key);
+        Ok(Response::new(Box::pin(points)))
+    }
+
     async fn forward(
         &self,
         req: Request<pb::ForwardRequest>,

@@ -8,7 +8,8 @@
 //!    store's group commit batches them and a busy device is not capped at one fsync per
 //!    message;
 //! 2. wait until the previous message of this device has finished (a chain of oneshots), so
-//!    alarm transitions are committed and replies sent in message order;
+//!    alarm transitions are committed and replies sent in message order; the stored points
+//!    are reported to the device's live subscribers (`device::live`) then;
 //! 3. commit alarm transitions through Raft, tagged with the shard and its epoch;
 //! 4. reply.
 //!
@@ -77,6 +78,8 @@ pub struct DeviceArgs {
     pub epoch: u64,
     /// Weak: the router owns actors, not the other way round.
     pub(super) router: Weak<Inner>,
+    /// Where stored points are reported to live subscribers.
+    pub(super) live: super::live::LiveHub,
 }
 
 pub struct DeviceActor;
@@ -347,6 +350,9 @@ async fn execute(
     previous: Option<oneshot::Receiver<bool>>,
 ) -> Result<IngestReport, DeviceError> {
     let n = points.len();
+    // Copies for live subscribers, only when the device has some.
+    let watchers = args.live.watchers(&args.key);
+    let reported = watchers.as_ref().map(|_| points.clone());
     let stored = if points.is_empty() {
         Ok(())
     } else {
@@ -374,6 +380,8 @@ async fn execute(
             "an earlier message of this device failed; retry".into(),
         ));
     }
+    // Durable, and after the previous message's points: subscribers see message order.
+    super::live::report(watchers.as_ref(), reported.as_deref().unwrap_or_default());
     if !commands.is_empty()
         && let Some(delay) = crate::faults::alarm_commit_delay()
     {

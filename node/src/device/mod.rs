@@ -5,6 +5,7 @@
 //! - [`timers`]: pending timers (resume, records to write) and rule-update re-evaluation in
 //!   the pure state; [`wake`]: the worker that starts actors for devices with recorded timers
 //!   when this node gains their shard, and for open alarms of a changed rule.
+//! - [`live`]: the hub through which actors report stored points to live subscribers.
 //! - [`DeviceRouter`] (this file): finds or spawns a device's actor, retries when an actor
 //!   passivated under a message, and counts actors. It is also the ingest `PointSink`.
 //!
@@ -13,6 +14,7 @@
 //! records it writes carry that epoch, so a stale actor's writes are refused by Raft.
 
 pub mod actor;
+pub mod live;
 pub mod state;
 pub mod timers;
 pub mod wake;
@@ -91,6 +93,8 @@ struct Inner {
     store: Arc<dyn TelemetryStore>,
     control: ControlPlane,
     settings: DeviceSettings,
+    /// Where actors report the points they stored (live subscriptions).
+    live: live::LiveHub,
 }
 
 /// Live actors by device, with the epoch each serves under.
@@ -111,8 +115,14 @@ impl DeviceRouter {
                 store,
                 control,
                 settings,
+                live: live::LiveHub::default(),
             }),
         }
+    }
+
+    /// The hub reporting points this node's actors store, for live subscriptions.
+    pub fn live(&self) -> &live::LiveHub {
+        &self.inner.live
     }
 
     /// Stores the samples through the device's actor and evaluates its rules. Returns once
@@ -221,6 +231,7 @@ impl DeviceRouter {
             settings: self.inner.settings.clone(),
             epoch,
             router: Arc::downgrade(&self.inner),
+            live: self.inner.live.clone(),
         };
         let (actor, _handle) = Actor::spawn(None, DeviceActor, args)
             .await
