@@ -8,25 +8,11 @@ use common::*;
 /// gRPC: every publish that got a reply is there after kill -9 and restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_acknowledged_points_survive_sigkill() {
-    use starling_sdk::proto::{Sample, Value, value::Kind};
     let mut node = start_node(None, &[]).await.unwrap();
     let client = client(&node.node).unwrap();
-    let mut acked = Vec::new();
-    for i in 0..300i64 {
-        let s = Sample {
-            ts_ms: 1_000 + i,
-            seq: None,
-            values: [(
-                "v".to_owned(),
-                Value {
-                    kind: Some(Kind::Number(i as f64)),
-                },
-            )]
-            .into(),
-        };
-        client.publish("", "kill-grpc", vec![s]).await.unwrap();
-        acked.push(1_000 + i);
-    }
+    let acked = common::publish_numbers(&client, "kill-grpc", 300)
+        .await
+        .unwrap();
     // Kill right after the last acknowledgement, no graceful shutdown.
     node.node.kill9().await.unwrap();
     node.node.restart().await.unwrap();

@@ -79,25 +79,11 @@ async fn acknowledged_points_and_raft_state_survive_power_loss() {
 /// the node did not fsync survives the kill.
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_acknowledged_points_survive_power_loss() {
-    use starling_sdk::proto::{Sample, Value, value::Kind};
     let mut node = start_power_loss_node(None).await.unwrap();
     let client = client(&node.node).unwrap();
-    let mut acked = Vec::new();
-    for i in 0..300i64 {
-        let s = Sample {
-            ts_ms: 1_000 + i,
-            seq: None,
-            values: [(
-                "v".to_owned(),
-                Value {
-                    kind: Some(Kind::Number(i as f64)),
-                },
-            )]
-            .into(),
-        };
-        client.publish("", "power-grpc", vec![s]).await.unwrap();
-        acked.push(1_000 + i);
-    }
+    let acked = common::publish_numbers(&client, "power-grpc", 300)
+        .await
+        .unwrap();
     node.node.kill9().await.unwrap();
     node.node.restart().await.unwrap();
     let client = common::client(&node.node).unwrap();

@@ -47,19 +47,6 @@ pub struct StorageConfig {
     pub scylla: ScyllaConfig,
 }
 
-/// Consistency level of the Scylla store's statements, as written in the file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Consistency {
-    One,
-    LocalOne,
-    Quorum,
-    #[default]
-    LocalQuorum,
-    EachQuorum,
-    All,
-}
-
 /// `[storage.scylla]`: how to reach and lay out the Scylla store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -72,7 +59,7 @@ pub struct ScyllaConfig {
     /// own). Default NetworkTopologyStrategy, replication factor 3.
     pub replication: String,
     /// Consistency of every read and write. Default `local_quorum`.
-    pub consistency: Consistency,
+    pub consistency: ScyllaConsistency,
     /// Default TTL of raw points, applied when the table is created. Default: none.
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
@@ -87,7 +74,7 @@ impl Default for ScyllaConfig {
             nodes: o.nodes,
             keyspace: o.keyspace,
             replication: o.replication,
-            consistency: Consistency::default(),
+            consistency: o.consistency,
             ttl: o.ttl,
             max_in_flight: o.max_in_flight,
         }
@@ -101,14 +88,7 @@ impl ScyllaConfig {
             nodes: self.nodes.clone(),
             keyspace: self.keyspace.clone(),
             replication: self.replication.clone(),
-            consistency: match self.consistency {
-                Consistency::One => ScyllaConsistency::One,
-                Consistency::LocalOne => ScyllaConsistency::LocalOne,
-                Consistency::Quorum => ScyllaConsistency::Quorum,
-                Consistency::LocalQuorum => ScyllaConsistency::LocalQuorum,
-                Consistency::EachQuorum => ScyllaConsistency::EachQuorum,
-                Consistency::All => ScyllaConsistency::All,
-            },
+            consistency: self.consistency,
             ttl: self.ttl,
             max_in_flight: self.max_in_flight,
         }

@@ -69,7 +69,8 @@ const READ_PAGE_ROWS: usize = 5_000;
 
 /// Consistency level of every read and write. A small mirror of the driver's type, so that
 /// configuration never imports the driver (only `storage/` does).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ScyllaConsistency {
     /// One replica. For single-node development and tests only.
     One,

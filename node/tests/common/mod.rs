@@ -171,6 +171,29 @@ pub async fn wait_metric(node: &StarlingNode, name: &str, at_least: f64) -> anyh
 }
 
 /// Asserts the points are exactly the timestamps `ts` (each once) of metric `metric`.
+/// Publishes `n` points of metric `v` over gRPC, one request each, at ts 1000, 1001, …;
+/// returns the timestamps that were acknowledged (all of them, or it fails).
+pub async fn publish_numbers(client: &Client, device: &str, n: i64) -> anyhow::Result<Vec<i64>> {
+    use starling_sdk::proto::{Sample, Value, value::Kind};
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let s = Sample {
+            ts_ms: 1_000 + i,
+            seq: None,
+            values: [(
+                "v".to_owned(),
+                Value {
+                    kind: Some(Kind::Number(i as f64)),
+                },
+            )]
+            .into(),
+        };
+        client.publish("", device, vec![s]).await?;
+        acked.push(1_000 + i);
+    }
+    Ok(acked)
+}
+
 pub fn assert_exactly_once(points: &[Point], metric: &str, ts: &[i64]) {
     let mut got: Vec<i64> = points
         .iter()
