@@ -7,7 +7,8 @@
 //! Input: the text of each node's lease log (`leases.log.1` then `leases.log`), JSON lines
 //! `{"node":1,"event":"grant","at_ms":…,"until_ms":…,"shards":"0-99"}`, `"renew"` (same
 //! set as the previous grant) and `"release"` (`shards`). A grant or renewal covers its
-//! shards from `at_ms` to `until_ms` unless released earlier.
+//! shards from `at_ms` to `until_ms` unless released earlier; one logged after its own
+//! `until_ms` (an answer that arrived late) covers nothing.
 
 use std::collections::BTreeMap;
 
@@ -65,7 +66,9 @@ pub fn intervals(logs: &[String]) -> anyhow::Result<BTreeMap<u32, Vec<Interval>>
             match event {
                 "grant" | "renew" => {
                     let until = v["until_ms"].as_i64().context("grant without until_ms")?;
-                    for s in &shards {
+                    // An answer that arrived after its lease had run out covers nothing.
+                    let live = if until > at { &shards[..] } else { &[] };
+                    for s in live {
                         let list = out.entry(*s).or_default();
                         match open.get(s).map(|i| &mut list[*i]) {
                             Some(iv) if iv.to >= at => iv.to = iv.to.max(until),
@@ -216,6 +219,23 @@ mod tests {
                 ],
                 vec![grant(2, 50, 150, "1")],
                 false,
+            ),
+            (
+                // Seen in `membership` seed 2: a renewal answered 6 s late.
+                "a renewal logged after its own expiry covers nothing",
+                vec![grant(1, 0, 100, "0-9"), renew(1, 300, 110)],
+                vec![grant(2, 120, 400, "0-9")],
+                false,
+            ),
+            (
+                "a late renewal does not hide a live one that follows",
+                vec![
+                    grant(1, 0, 100, "0-9"),
+                    renew(1, 300, 110),
+                    renew(1, 310, 500),
+                ],
+                vec![grant(2, 120, 400, "0-9")],
+                true,
             ),
         ];
         for (name, a, b, bad) in cases {

@@ -412,6 +412,13 @@ impl Cluster {
             Ok(()) => {
                 let owned = self.owned();
                 let now = Instant::now();
+                if now >= sent + s.lease {
+                    // The answer came after the lease it grants had run out (this node or
+                    // the network stalled): it covers nothing, and logging it would record
+                    // an interval that ends before it starts.
+                    tracing::debug!(late = ?(now - sent), "lease answer arrived after its lease expired");
+                    return;
+                }
                 let covered = self.serve().grant(owned, sent + s.lease, now).clone();
                 let until_ms = sent_ms + s.lease.as_millis() as i64;
                 self.log().grant(now_ms(), until_ms, &covered);
