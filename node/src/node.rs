@@ -247,7 +247,7 @@ pub async fn run(
     // Only for the node's own ingest: a rescue (below) drains another node's session.
     let own_ingest = ingest::mqtt::MqttIngestConfig {
         unsubscribe: Some(crate::cluster::leave::unsubscribe_when_removed(
-            control.clone(),
+            cluster.clone(),
             stop_rx.clone(),
         )),
         ..mqtt_cfg.clone()

@@ -219,3 +219,65 @@ async fn a_paused_owner_loses_its_shards_and_its_stale_alarm_commit_is_refused()
     assert_eq!(found.len(), 1, "one alarm, not two: {found:?}");
     tc.assert_no_lease_overlap();
 }
+
+/// A node frozen (SIGSTOP) while it is removed never applies its removal: by the time it
+/// resumes it is no longer a member, and its shard map, frozen too, still gives it shards. The
+/// leader's refusal of its lease renewals tells it; from then on it stores nothing itself and
+/// sends what reaches it (here a gRPC publish for a device its frozen map says it owns)
+/// through an active member to the owner. Before, such points waited forever for a lease the
+/// node would never get again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_removed_while_frozen_learns_it_and_hands_its_points_to_the_owners() {
+    let _ = bin();
+    let mut tc = TestCluster::start(3).await.expect("cluster");
+    let client = tc.client().expect("client");
+    wait_placed(&client, &[1, 2, 3]).await.expect("placed");
+    tc.cluster.add_node(4).await.expect("join");
+    wait_placed(&client, &[1, 2, 3, 4])
+        .await
+        .expect("placed on 4");
+    let device = device_owned_by(&client, 4, "frozen-").await;
+
+    tc.cluster
+        .node(4)
+        .expect("node 4")
+        .pause()
+        .expect("SIGSTOP");
+    client.remove_member(4).await.expect("remove");
+    wait_placed(&client, &[1, 2, 3]).await.expect("moved away");
+    // Give the supervisor time to take it out of the Raft membership too (what is checked
+    // below holds either way: a node that applies its removal drains the same path).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tc.cluster
+        .node(4)
+        .expect("node 4")
+        .resume()
+        .expect("SIGCONT");
+
+    let frozen = tc.client_of(4).expect("client of node 4");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let acked = loop {
+        match common::publish_numbers(&frozen, &device, 5).await {
+            Ok(acked) => break acked,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "publishing through the removed node never succeeded: {e}\n{}",
+                tc.cluster.node(4).expect("node").log_tail(30)
+            ),
+        }
+    };
+    assert_eq!(acked.len(), 5);
+    // Nothing may live only on the removed node: stop it for good, then read.
+    tc.cluster
+        .node_mut(4)
+        .expect("node 4")
+        .kill9()
+        .await
+        .expect("kill");
+    let (n, _partial) = query_full(&client, &device).await.expect("query");
+    assert_eq!(
+        n, 5,
+        "{device}: points acknowledged by the removed node are not on the owner"
+    );
+    tc.assert_no_lease_overlap();
+}

@@ -141,6 +141,12 @@ fn decode(r: pb::ForwardResult) -> Forwarded {
     }
 }
 
+/// The owner to try next after `node` answered `NotOwner` naming `owner`: `None` when the
+/// name is no help (this node itself, whose own route decides, or the node that just refused).
+fn follow_hint(me: u64, node: u64, owner: u64, epoch: u64) -> Option<(u64, u64)> {
+    (owner != me && owner != node && owner != 0).then_some((owner, epoch))
+}
+
 /// The ingest sink of a cluster node: store here when this node serves the device's shard,
 /// else forward to the owner; retry across moves until stored or the budget is spent.
 pub struct ClusterSink {
@@ -159,8 +165,16 @@ impl PointSink for ClusterSink {
     ) -> Result<(), SinkError> {
         let started = Instant::now();
         let mut last = String::new();
+        // The owner a peer named in its `NotOwner` answer: its map may be newer than ours
+        // (ours lags while Raft catches up, and stops changing on a removed node).
+        let mut hint: Option<(u64, u64)> = None;
+        let mut followed = false;
         while started.elapsed() < ROUTE_BUDGET {
-            match self.cluster.route(&device) {
+            let route = match hint.take() {
+                Some((owner, epoch)) => self.cluster.route_to(owner, epoch),
+                None => self.cluster.route(&device),
+            };
+            match route {
                 Route::Local { epoch } => {
                     return self
                         .router
@@ -189,6 +203,13 @@ impl PointSink for ClusterSink {
                         Forwarded::NotOwner { owner, epoch } => {
                             last =
                                 format!("node {node} is not the owner (it names {owner}@{epoch})");
+                            hint = follow_hint(self.cluster.me(), node, owner, epoch);
+                            // The first named owner is tried at once; later ones after the
+                            // pause, so two stale peers naming each other cannot spin.
+                            if hint.is_some() && !followed {
+                                followed = true;
+                                continue;
+                            }
                         }
                         Forwarded::Retry(why) => last = why,
                     }
@@ -200,5 +221,29 @@ impl PointSink for ClusterSink {
         Err(SinkError::retryable(format!(
             "not stored within {ROUTE_BUDGET:?}: {last}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::follow_hint;
+
+    #[test]
+    fn which_named_owners_are_followed() {
+        // (me, refused by, named owner, followed)
+        let cases = [
+            (1, 2, 3, true),
+            (1, 2, 1, false), // names this node: our own route (lease, map) decides
+            (1, 2, 2, false), // names itself: nothing new
+            (1, 2, 0, false), // no owner named
+        ];
+        for (me, node, owner, want) in cases {
+            assert_eq!(
+                follow_hint(me, node, owner, 7).is_some(),
+                want,
+                "me {me}, refused by {node}, names {owner}"
+            );
+        }
+        assert_eq!(follow_hint(1, 2, 3, 7), Some((3, 7)));
     }
 }

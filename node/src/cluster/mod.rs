@@ -141,6 +141,10 @@ struct Inner {
     released: broadcast::Sender<Vec<ShardId>>,
     /// Wakes the heartbeat loop for a renewal now (shards gained).
     renew_now: tokio::sync::Notify,
+    /// True once this node knows it was removed: from its applied state, or from a peer's
+    /// heartbeat answer when it was down or paused while the removal committed (it is then
+    /// no longer a member and never applies it).
+    removed: watch::Sender<bool>,
 }
 
 impl Cluster {
@@ -164,6 +168,7 @@ impl Cluster {
                 supervisor: Supervisor::new(),
                 released,
                 renew_now: tokio::sync::Notify::new(),
+                removed: watch::channel(false).0,
             }),
         })
     }
@@ -201,6 +206,9 @@ impl Cluster {
 
     pub fn route_shard(&self, shard: ShardId) -> Route {
         let control = &self.inner.control;
+        if self.is_removed() {
+            return self.route_removed(shard);
+        }
         match control.shard_owner(shard) {
             None => Route::Unavailable(format!("shard {shard} is not assigned yet")),
             Some((node, epoch)) if node == self.inner.me => {
@@ -212,24 +220,102 @@ impl Cluster {
                     ))
                 }
             }
-            Some((node, epoch)) => match control.node_info(node) {
-                Some(info) => Route::Remote {
-                    node,
-                    epoch,
-                    addr: info.peer_addr,
-                },
-                None => {
-                    let (v, l) = control.membership();
-                    match v.get(&node).or_else(|| l.get(&node)) {
-                        Some(addr) => Route::Remote {
-                            node,
-                            epoch,
-                            addr: addr.clone(),
-                        },
-                        None => Route::Unavailable(format!("owner {node} has no address")),
-                    }
-                }
+            Some((node, epoch)) => self.route_to(node, epoch),
+        }
+    }
+
+    /// Where to send points for `node` (believed to own their shard under `epoch`).
+    pub fn route_to(&self, node: u64, epoch: u64) -> Route {
+        let control = &self.inner.control;
+        match control.node_info(node) {
+            Some(info) => Route::Remote {
+                node,
+                epoch,
+                addr: info.peer_addr,
             },
+            None => {
+                let (v, l) = control.membership();
+                match v.get(&node).or_else(|| l.get(&node)) {
+                    Some(addr) => Route::Remote {
+                        node,
+                        epoch,
+                        addr: addr.clone(),
+                    },
+                    None => Route::Unavailable(format!("owner {node} has no address")),
+                }
+            }
+        }
+    }
+
+    /// Whether this node knows it was removed from the cluster (applied, or told by a peer).
+    pub fn is_removed(&self) -> bool {
+        if *self.inner.removed.borrow() {
+            return true;
+        }
+        let applied = self
+            .inner
+            .control
+            .node_info(self.inner.me)
+            .is_some_and(|i| i.state == NodeState::Removed);
+        if applied {
+            self.learned_removed();
+        }
+        applied
+    }
+
+    /// Turns true once this node knows it was removed (see [`Cluster::is_removed`]).
+    pub fn removed_signal(&self) -> watch::Receiver<bool> {
+        let rx = self.inner.removed.subscribe();
+        // Starts removed: the applied state says so before any event.
+        self.is_removed();
+        rx
+    }
+
+    fn learned_removed(&self) {
+        self.inner.removed.send_if_modified(|removed| {
+            let first = !*removed;
+            if first {
+                tracing::warn!(
+                    node = self.inner.me,
+                    "this node was removed from the cluster: it stores nothing more and sends \
+                     what reaches it to the active members"
+                );
+            }
+            *removed = true;
+            first
+        });
+    }
+
+    /// A removed node stores nothing itself and no longer follows the shard map (it left
+    /// the Raft group, so its map stops changing): it sends every point to an active member,
+    /// which stores it if it owns the shard or answers `NotOwner` naming the owner its
+    /// current map has; the sink follows that name. Which member is picked depends on the
+    /// shard, to spread the drain.
+    fn route_removed(&self, shard: ShardId) -> Route {
+        let me = self.inner.me;
+        let members: Vec<NodeInfo> = self
+            .inner
+            .control
+            .nodes()
+            .into_values()
+            .filter(|i| i.id != me && i.state == NodeState::Active)
+            .collect();
+        if let Some((owner, epoch)) = self.inner.control.shard_owner(shard)
+            && let Some(info) = members.iter().find(|i| i.id == owner)
+        {
+            return Route::Remote {
+                node: owner,
+                epoch,
+                addr: info.peer_addr.clone(),
+            };
+        }
+        match members.get(shard as usize % members.len().max(1)) {
+            Some(info) => Route::Remote {
+                node: info.id,
+                epoch: 0,
+                addr: info.peer_addr.clone(),
+            },
+            None => Route::Unavailable("this node was removed and knows no active member".into()),
         }
     }
 
@@ -403,7 +489,12 @@ impl Cluster {
                     .heartbeat(&addr, renewal, s.heartbeat)
                     .await
                 {
-                    Ok(answer) => answer,
+                    Ok(answer) => {
+                        if answer.removed {
+                            self.learned_removed();
+                        }
+                        answer.granted
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             }

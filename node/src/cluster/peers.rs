@@ -50,6 +50,15 @@ impl PeerError {
     }
 }
 
+/// A peer's answer to a lease renewal.
+#[derive(Debug)]
+pub struct HeartbeatAnswer {
+    /// Granted, or the reason it was not.
+    pub granted: Result<(), String>,
+    /// The peer has applied this node's removal from the cluster.
+    pub removed: bool,
+}
+
 /// Channels to peers, shared by every caller on this node. Cheap to clone.
 #[derive(Clone)]
 pub struct Peers {
@@ -109,7 +118,7 @@ impl Peers {
         addr: &str,
         renewal: Renewal,
         timeout: Duration,
-    ) -> Result<Result<(), String>, PeerError> {
+    ) -> Result<HeartbeatAnswer, PeerError> {
         let ago = Instant::now().saturating_duration_since(renewal.prior_ack);
         let mut req = tonic::Request::new(pb::HeartbeatRequest {
             node_id: renewal.node,
@@ -125,10 +134,13 @@ impl Peers {
             .await
             .map_err(|s| PeerError::from_status(addr, s))?
             .into_inner();
-        Ok(if reply.granted {
-            Ok(())
-        } else {
-            Err(reply.reason)
+        Ok(HeartbeatAnswer {
+            granted: if reply.granted {
+                Ok(())
+            } else {
+                Err(reply.reason)
+            },
+            removed: reply.removed,
         })
     }
 

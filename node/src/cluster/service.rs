@@ -128,11 +128,16 @@ impl pb::control_server::Control for ControlService {
                 .checked_sub(Duration::from_micros(r.prior_leader_ack_ago_us))
                 .unwrap_or(now),
         };
+        let node = renewal.node;
         let result = self.cluster.on_heartbeat(renewal, now).await;
+        let control = self.cluster.control();
         Ok(Response::new(pb::HeartbeatReply {
-            leader_id: self.cluster.control().leader().map_or(0, |(l, _)| l),
+            leader_id: control.leader().map_or(0, |(l, _)| l),
             granted: result.is_ok(),
             reason: result.err().unwrap_or_default(),
+            removed: control
+                .node_info(node)
+                .is_some_and(|i| i.state == crate::raft::NodeState::Removed),
         }))
     }
 }
