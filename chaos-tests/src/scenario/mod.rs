@@ -170,7 +170,15 @@ pub const CATALOGUE: &[Scenario] = &[
 ];
 
 /// The smoke subset (CI): scenario names, run with seed 1, within ten minutes on 2 cores.
-pub const SMOKE: &[&str] = &["kill", "pause", "split", "loss", "broker", "power-loss"];
+pub const SMOKE: &[&str] = &[
+    "kill",
+    "pause",
+    "split",
+    "loss",
+    "broker",
+    "power-loss",
+    "membership",
+];
 
 /// Scenarios named in the catalogue but not supported on this machine, with the reason.
 pub const UNSUPPORTED: &[(&str, &str)] = &[];
