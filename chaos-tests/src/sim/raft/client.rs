@@ -8,6 +8,9 @@
 //! retried after a timeout (a retried write could be applied twice, which is fine for the
 //! checks but muddles the acknowledged set).
 //!
+//! In seeds with a joiner, the client also adds the last node as a learner and then makes it
+//! a voter, once, at a time drawn from the seed (2–10 s), retrying until acknowledged.
+//!
 //! At the end the client writes a barrier until it is acknowledged and waits for every node
 //! to apply it: that is the convergence the checks then rely on.
 
@@ -30,13 +33,18 @@ use crate::schedule::SplitMix64;
 pub const SHARDS: u64 = 4;
 /// How long the client waits for one write.
 const WRITE_TTL: Duration = Duration::from_millis(2_000);
+/// How long the client waits for a membership change (the learner catches up first).
+const JOIN_TTL: Duration = Duration::from_millis(5_000);
 /// How often the client polls for convergence at the end.
 const POLL: Duration = Duration::from_millis(100);
 
 /// What the client knows and draws from.
 pub struct Client {
     rng: SplitMix64,
+    /// Hosts running a node (the joiner included).
     nodes: u64,
+    /// A node to add as learner then voter, and when to start trying.
+    joiner: Option<(NodeId, u64)>,
     leader: NodeId,
     /// Latest acknowledged epoch per shard.
     epochs: BTreeMap<ShardId, u64>,
@@ -65,11 +73,15 @@ fn device(shard: ShardId) -> DeviceKey {
 }
 
 impl Client {
-    /// A client of a cluster of `nodes` nodes.
-    pub fn new(seed: u64, nodes: u64, obs: Shared) -> Self {
+    /// A client of a cluster of `nodes` nodes, of which the last joins at `join_ms` if
+    /// `joins`.
+    pub fn new(seed: u64, nodes: u64, joins: bool, obs: Shared) -> Self {
+        let mut rng = SplitMix64::new(seed ^ 0x00C1_1E57);
+        let join_ms = rng.between(2_000, 10_000);
         Self {
-            rng: SplitMix64::new(seed ^ 0x00C1_1E57),
+            rng,
             nodes,
+            joiner: joins.then_some((nodes, join_ms)),
             leader: 1,
             epochs: BTreeMap::new(),
             obs,
@@ -86,6 +98,11 @@ impl Client {
             }
         }
         while now_ms() < stop_ms {
+            if let Some((node, at)) = self.joiner
+                && now_ms() >= at
+            {
+                self.join(node).await;
+            }
             let cmd = self.next_command();
             self.propose(cmd).await;
             let pause = self.rng.between(20, 200);
@@ -106,7 +123,7 @@ impl Client {
         while now_ms() < deadline {
             let done = {
                 let obs = self.obs.lock();
-                (1..=self.nodes).all(|n| obs.last_applied(n) >= barrier)
+                (1..=obs.voters).all(|n| obs.last_applied(n) >= barrier)
             };
             if done {
                 break;
@@ -114,6 +131,28 @@ impl Client {
             tokio::time::sleep(POLL).await;
         }
         Ok(())
+    }
+
+    /// One attempt to add `node` as a learner and then a voter, through the believed leader.
+    async fn join(&mut self, node: NodeId) {
+        let req = Request::Join {
+            node,
+            voters: (1..=node).collect(),
+        };
+        match net::call(self.leader, &req, JOIN_TTL).await {
+            Ok(Reply::Write(WriteReply::Applied { index, .. })) => {
+                self.joiner = None;
+                let mut obs = self.obs.lock();
+                obs.voters = node;
+                obs.trace(
+                    turmoil::elapsed().as_millis(),
+                    0,
+                    &format!("joined {index}"),
+                );
+            }
+            Ok(Reply::Write(WriteReply::Forward(Some(l)))) => self.leader = l,
+            _ => self.leader = 1 + self.rng.below(self.nodes),
+        }
     }
 
     fn put_rule(&mut self, id: &str) -> ControlCommand {

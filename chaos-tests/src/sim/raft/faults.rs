@@ -8,7 +8,6 @@
 //! nodes' metrics last reported, read when the fault starts.
 
 use super::obs::Shared;
-use super::run::NODES;
 use crate::schedule::SplitMix64;
 
 /// What to do to whom, not yet resolved against the current leader.
@@ -35,19 +34,20 @@ struct Planned {
 /// A fault in force, to heal at `until_ms`.
 #[derive(Debug)]
 enum Active {
-    Isolated(String),
+    /// The node, and how many nodes there are.
+    Isolated(String, u64),
     OneWay(String, String),
     Held(String, String),
     Crashed(String),
 }
 
-fn plan(seed: u64, faulty_ms: u64) -> Vec<Planned> {
+fn plan(seed: u64, faulty_ms: u64, nodes: u64) -> Vec<Planned> {
     let mut rng = SplitMix64::new(seed ^ 0xFA17_5EED);
     let mut t = 1_500;
     let mut out = Vec::new();
     while t < faulty_ms {
-        let node = 1 + rng.below(NODES);
-        let other = 1 + (node + rng.below(NODES - 1)) % NODES;
+        let node = 1 + rng.below(nodes);
+        let other = 1 + (node + rng.below(nodes - 1)) % nodes;
         let kind = match rng.below(4) {
             0 => Kind::Isolate,
             1 => Kind::OneWay,
@@ -76,18 +76,18 @@ fn name(id: u64) -> String {
     super::net::host(id)
 }
 
-fn start(sim: &mut turmoil::Sim<'_>, p: &Planned, leader: Option<u64>) -> Active {
+fn start(sim: &mut turmoil::Sim<'_>, p: &Planned, leader: Option<u64>, nodes: u64) -> Active {
     let a = match (p.leader, leader) {
         (true, Some(l)) => l,
         _ => p.node,
     };
-    let b = if p.other == a { 1 + a % NODES } else { p.other };
+    let b = if p.other == a { 1 + a % nodes } else { p.other };
     match p.kind {
         Kind::Isolate => {
-            for n in (1..=NODES).filter(|n| *n != a) {
+            for n in (1..=nodes).filter(|n| *n != a) {
                 sim.partition(name(a).as_str(), name(n).as_str());
             }
-            Active::Isolated(name(a))
+            Active::Isolated(name(a), nodes)
         }
         Kind::OneWay => {
             sim.partition_oneway(name(a).as_str(), name(b).as_str());
@@ -106,8 +106,8 @@ fn start(sim: &mut turmoil::Sim<'_>, p: &Planned, leader: Option<u64>) -> Active
 
 fn heal(sim: &mut turmoil::Sim<'_>, f: &Active) {
     match f {
-        Active::Isolated(a) => {
-            for n in (1..=NODES).map(name).filter(|n| n != a) {
+        Active::Isolated(a, nodes) => {
+            for n in (1..=*nodes).map(name).filter(|n| n != a) {
                 sim.repair(a.as_str(), n.as_str());
             }
         }
@@ -121,14 +121,15 @@ fn heal(sim: &mut turmoil::Sim<'_>, f: &Active) {
     }
 }
 
-/// Steps `sim` to its end, starting and healing the seed's faults.
+/// Steps `sim` to its end, starting and healing the seed's faults among hosts `n1..=n{nodes}`.
 pub fn drive(
     sim: &mut turmoil::Sim<'_>,
     seed: u64,
     faulty_ms: u64,
+    nodes: u64,
     obs: &Shared,
 ) -> Result<(), String> {
-    let mut pending = plan(seed, faulty_ms);
+    let mut pending = plan(seed, faulty_ms, nodes);
     pending.reverse();
     let mut active: Vec<(u64, Active)> = Vec::new();
     loop {
@@ -136,7 +137,7 @@ pub fn drive(
         while pending.last().is_some_and(|p| p.at_ms <= now) {
             let p = pending.pop().expect("checked");
             let leader = obs.lock().last_leader;
-            let f = start(sim, &p, leader);
+            let f = start(sim, &p, leader, nodes);
             obs.lock().trace(now.into(), 0, &format!("fault {f:?}"));
             active.push((now + p.len_ms, f));
         }
@@ -161,8 +162,14 @@ mod tests {
 
     #[test]
     fn the_schedule_is_a_function_of_the_seed() {
-        assert_eq!(plan(3, 20_000), plan(3, 20_000));
-        assert_ne!(plan(3, 20_000), plan(4, 20_000));
-        assert!(plan(3, 20_000).iter().all(|p| p.node != p.other));
+        assert_eq!(plan(3, 20_000, 3), plan(3, 20_000, 3));
+        assert_ne!(plan(3, 20_000, 3), plan(4, 20_000, 3));
+        for nodes in [3, 4] {
+            let p = plan(3, 20_000, nodes);
+            assert!(
+                p.iter().all(|p| p.node != p.other && p.other <= nodes),
+                "{p:?}"
+            );
+        }
     }
 }

@@ -35,19 +35,29 @@ const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// What a caller asks a node.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
+    /// openraft's AppendEntries.
     Append(AppendEntriesRequest<TypeConfig>),
+    /// openraft's RequestVote.
     Vote(VoteRequest<NodeId>),
+    /// openraft's InstallSnapshot (one chunk).
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// A client write: `Raft::client_write` on the node called.
     Write(Entry),
+    /// Membership change on the node called: add `node` as a learner (waiting until it has
+    /// caught up), then make the voters `voters`.
+    Join { node: NodeId, voters: Vec<NodeId> },
 }
 
 /// What a node answers.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
+    /// The answers of the same-named requests, as the remote `Raft` returned them.
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// See [`Reply::Append`].
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// See [`Reply::Append`].
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// The answer to [`Request::Write`] and [`Request::Join`].
     Write(WriteReply),
 }
 
@@ -56,8 +66,11 @@ pub enum Reply {
 pub enum WriteReply {
     /// Committed and applied on the leader at this log id.
     Applied {
+        /// Log index of the entry.
         index: u64,
+        /// Term of its leader id.
         term: u64,
+        /// What the leader's state machine answered.
         response: ControlResponse,
     },
     /// This node does not lead; the leader it knows, if any.
@@ -120,19 +133,37 @@ async fn answer(mut s: TcpStream, raft: Raft) {
         Request::Append(r) => Reply::Append(raft.append_entries(r).await),
         Request::Vote(r) => Reply::Vote(raft.vote(r).await),
         Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
-        Request::Write(e) => Reply::Write(match raft.client_write(e).await {
-            Ok(r) => WriteReply::Applied {
-                index: r.log_id.index,
-                term: r.log_id.leader_id.term,
-                response: r.data,
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                WriteReply::Forward(f.leader_id)
-            }
-            Err(e) => WriteReply::Failed(e.to_string()),
-        }),
+        Request::Write(e) => Reply::Write(written(raft.client_write(e).await)),
+        Request::Join { node, voters } => {
+            let addr = format!("{}:{PORT}", host(node));
+            let learner = raft.add_learner(node, BasicNode::new(addr), true).await;
+            Reply::Write(match learner {
+                Ok(_) => written(raft.change_membership(voters, false).await),
+                Err(e) => written(Err(e)),
+            })
+        }
     };
     let _ = write_frame(&mut s, &reply).await;
+}
+
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<TypeConfig>,
+    RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+>;
+
+/// The client's view of a write's outcome.
+fn written(r: WriteResult) -> WriteReply {
+    match r {
+        Ok(r) => WriteReply::Applied {
+            index: r.log_id.index,
+            term: r.log_id.leader_id.term,
+            response: r.data,
+        },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            WriteReply::Forward(f.leader_id)
+        }
+        Err(e) => WriteReply::Failed(e.to_string()),
+    }
 }
 
 /// Makes [`Peer`]s for openraft.

@@ -31,7 +31,9 @@ pub struct AppliedEntry {
 /// A write the client saw acknowledged (committed and applied on the leader).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Acked {
+    /// Log index of the write.
     pub index: u64,
+    /// Term of its leader id.
     pub term: u64,
     /// [`fnv`] of the serde_json of the payload, as [`AppliedEntry::hash`].
     pub hash: u64,
@@ -47,10 +49,17 @@ pub struct Observations {
     pub reapplied_differently: Vec<String>,
     /// term → nodes whose metrics reported them leader in that term.
     pub leaders: BTreeMap<u64, BTreeSet<u64>>,
+    /// A node that saved a vote smaller than (or not comparable to) its previous one.
+    pub vote_regressions: Vec<String>,
+    /// term → leaders of the committed votes the nodes saved in that term.
+    pub voted_leaders: BTreeMap<u64, BTreeSet<u64>>,
     /// The latest leader any node's metrics reported (faults aimed at "the leader" use it).
     pub last_leader: Option<u64>,
     /// Writes the client saw acknowledged.
     pub acked: Vec<Acked>,
+    /// Voters the client knows of: the initial ones, then the joined node once its membership
+    /// change was acknowledged (convergence is required of these).
+    pub voters: u64,
     /// Index of the client's final write, once acknowledged.
     pub barrier: Option<u64>,
     /// Nodes that failed to start (openraft refused the stored state, for example).

@@ -1,5 +1,6 @@
-//! One seeded run: three turmoil hosts running openraft, a client host, faults drawn from
-//! the seed, a calm period, then the checks.
+//! One seeded run: three turmoil hosts running openraft (four in odd seeds, the fourth
+//! joining as learner then voter), a client host, faults drawn from the seed, a calm period,
+//! then the checks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,8 +17,10 @@ use super::store::{self, Bug, Disk, LogStore, StateMachine};
 use super::{check, faults};
 use crate::schedule::SplitMix64;
 
-/// Voters of every run.
+/// Voters every run starts with.
 pub const NODES: u64 = 3;
+/// Slots of election timeouts: one per node that may run (the initial voters and a joiner).
+const SLOTS: u64 = NODES + 1;
 
 /// What a run is configured with besides its seed.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +33,8 @@ pub struct Options {
     pub calm_ms: u64,
     /// Virtual time the client then allows for its final write and convergence.
     pub converge_ms: u64,
+    /// In odd seeds, a 4th node joins as learner, then voter, during the faults.
+    pub join_in_odd_seeds: bool,
 }
 
 impl Default for Options {
@@ -39,6 +44,7 @@ impl Default for Options {
             faulty_ms: 20_000,
             calm_ms: 5_000,
             converge_ms: 20_000,
+            join_in_odd_seeds: true,
         }
     }
 }
@@ -52,10 +58,15 @@ pub struct Report {
     pub events: u64,
     /// Writes the client saw acknowledged.
     pub acked: usize,
+    /// Voters at the end (4 when a node joined).
+    pub voters: u64,
     /// Highest index applied (by every node, after convergence).
     pub last_index: u64,
     /// Highest term reached.
     pub terms: u64,
+    /// Terms in which more than one node led (openraft 0.9 allows it: leader ids are
+    /// (term, node) and ordered; see the module doc).
+    pub shared_terms: usize,
 }
 
 /// The openraft configuration of node `id` in a run: Starling's timings, and an election
@@ -63,7 +74,7 @@ pub struct Report {
 /// openraft's `thread_rng()` draw has only one possible outcome.
 pub fn raft_config(seed: u64, id: NodeId) -> Config {
     let mut rng = SplitMix64::new(seed ^ 0xE1EC_7104);
-    let mut slots: Vec<u64> = (0..NODES).collect();
+    let mut slots: Vec<u64> = (0..SLOTS).collect();
     for i in (1..slots.len()).rev() {
         slots.swap(i, rng.below(i as u64 + 1) as usize);
     }
@@ -82,7 +93,11 @@ pub fn raft_config(seed: u64, id: NodeId) -> Config {
 async fn node(seed: u64, id: NodeId, disk: Disk, bug: Bug, obs: Shared) -> turmoil::Result {
     store::boot(&disk, bug);
     let config = Arc::new(raft_config(seed, id).validate()?);
-    let log = LogStore { disk };
+    let log = LogStore {
+        node: id,
+        disk,
+        obs: obs.clone(),
+    };
     let sm = StateMachine::new(id, obs.clone());
     let raft = Raft::new(id, config, net::Network, log, sm).await?;
     if id == 1 && !raft.is_initialized().await? {
@@ -134,23 +149,31 @@ pub fn run_one(seed: u64, opts: Options) -> Result<Report, String> {
         .max_message_latency(Duration::from_millis(max_latency))
         .rng_seed(seed)
         .build();
-    for id in 1..=NODES {
+    let joins = opts.join_in_odd_seeds && seed % 2 == 1;
+    let nodes = if joins { NODES + 1 } else { NODES };
+    obs.lock().voters = NODES;
+    for id in 1..=nodes {
         let disk = Disk::default();
         let (o, bug) = (obs.clone(), opts.bug);
         sim.host(host(id), move || {
             node(seed, id, disk.clone(), bug, o.clone())
         });
     }
-    let client = Client::new(seed, NODES, obs.clone());
+    let client = Client::new(seed, nodes, joins, obs.clone());
     sim.client("client", client.run(client_ms, opts.converge_ms));
-    faults::drive(&mut sim, seed, opts.faulty_ms, &obs)?;
+    faults::drive(&mut sim, seed, opts.faulty_ms, nodes, &obs)?;
     let o = obs.lock();
-    check::all(&o, NODES)?;
+    if joins && o.voters != nodes {
+        return Err(format!("node {nodes} never joined as a voter"));
+    }
+    check::all(&o, o.voters)?;
     Ok(Report {
         trace: o.trace,
         events: o.events,
         acked: o.acked.len(),
-        last_index: (1..=NODES).map(|n| o.last_applied(n)).min().unwrap_or(0),
+        last_index: (1..=o.voters).map(|n| o.last_applied(n)).min().unwrap_or(0),
+        voters: o.voters,
         terms: o.leaders.keys().next_back().copied().unwrap_or(0),
+        shared_terms: o.voted_leaders.values().filter(|l| l.len() > 1).count(),
     })
 }

@@ -12,6 +12,7 @@
 //! purged; the snapshot methods still work (a snapshot is the applied entries, installing one
 //! re-applies them) so openraft has a sound implementation if it ever asks.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::ops::RangeBounds;
@@ -44,9 +45,13 @@ pub enum Bug {
 /// What a node keeps on "disk": survives a crash of its host.
 #[derive(Default, Debug)]
 pub struct Durable {
+    /// The last vote saved.
     pub vote: Option<Vote>,
+    /// The last committed log id saved.
     pub committed: Option<LogId>,
+    /// The log, by index.
     pub log: BTreeMap<u64, RaftEntry>,
+    /// The last purged log id (never set: the simulation does not purge).
     pub last_purged: Option<LogId>,
     /// How many times the node started on this disk.
     pub boots: u64,
@@ -80,10 +85,16 @@ pub fn boot(disk: &Disk, bug: Bug) {
     }
 }
 
-/// The log store over a [`Disk`].
+/// The log store over a [`Disk`]. It also reports every committed vote it saves (a node
+/// that won an election, or a follower that accepted that leader) to the observations.
 #[derive(Clone, Debug)]
 pub struct LogStore {
+    /// Whose log this is.
+    pub node: NodeId,
+    /// The durable part.
     pub disk: Disk,
+    /// Where saved votes are reported.
+    pub obs: Shared,
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -116,7 +127,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> StorageResult<()> {
-        lock(&self.disk).vote = Some(*vote);
+        let before = lock(&self.disk).vote.replace(*vote);
+        let mut obs = self.obs.lock();
+        // A node's vote only ever grows (it never grants a smaller vote after a larger one,
+        // across restarts too): that is what makes a granted vote mean anything.
+        if let Some(before) = before
+            && matches!(vote.partial_cmp(&before), Some(Ordering::Less) | None)
+        {
+            obs.vote_regressions
+                .push(format!("node {}: vote {before} then {vote}", self.node));
+        }
+        if vote.is_committed() {
+            let leader = vote.leader_id();
+            obs.voted_leaders
+                .entry(leader.term)
+                .or_default()
+                .insert(leader.node_id);
+        }
         Ok(())
     }
 
