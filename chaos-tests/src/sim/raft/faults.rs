@@ -1,8 +1,9 @@
 //! Faults of a simulated run, drawn from the seed, and the loop that steps the simulation
 //! while applying and healing them.
 //!
-//! Kinds: isolate the current leader (or a random node: a minority of one against the
-//! majority), cut one direction of one link, hold one link's messages, crash the current
+//! Kinds: isolate the current leader (or a random node) from the other nodes (the client
+//! still reaches it), split a minority (one node of 3, two of 4, the leader among them or
+//! not) from the majority and the client, cut one direction of one link, hold one link's messages, crash the current
 //! leader or a random node and restart it later. Each lasts 0.1–5 s; a new one starts every
 //! 1–3 s during the faulty period, so they overlap. "The current leader" is the one the
 //! nodes' metrics last reported, read when the fault starts.
@@ -14,6 +15,7 @@ use crate::schedule::SplitMix64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
     Isolate,
+    Split,
     OneWay,
     Hold,
     Crash,
@@ -34,8 +36,8 @@ struct Planned {
 /// A fault in force, to heal at `until_ms`.
 #[derive(Debug)]
 enum Active {
-    /// The node, and how many nodes there are.
-    Isolated(String, u64),
+    /// Links cut both ways.
+    Cut(Vec<(String, String)>),
     OneWay(String, String),
     Held(String, String),
     Crashed(String),
@@ -48,10 +50,11 @@ fn plan(seed: u64, faulty_ms: u64, nodes: u64) -> Vec<Planned> {
     while t < faulty_ms {
         let node = 1 + rng.below(nodes);
         let other = 1 + (node + rng.below(nodes - 1)) % nodes;
-        let kind = match rng.below(4) {
+        let kind = match rng.below(5) {
             0 => Kind::Isolate,
-            1 => Kind::OneWay,
-            2 => Kind::Hold,
+            1 => Kind::Split,
+            2 => Kind::OneWay,
+            3 => Kind::Hold,
             _ => Kind::Crash,
         };
         let len_ms = match kind {
@@ -84,10 +87,25 @@ fn start(sim: &mut turmoil::Sim<'_>, p: &Planned, leader: Option<u64>, nodes: u6
     let b = if p.other == a { 1 + a % nodes } else { p.other };
     match p.kind {
         Kind::Isolate => {
-            for n in (1..=nodes).filter(|n| *n != a) {
-                sim.partition(name(a).as_str(), name(n).as_str());
-            }
-            Active::Isolated(name(a), nodes)
+            let pairs: Vec<_> = (1..=nodes)
+                .filter(|n| *n != a)
+                .map(|n| (name(a), name(n)))
+                .collect();
+            cut(sim, pairs)
+        }
+        Kind::Split => {
+            // A minority (one node of 3, two of 4) apart from the rest and the client.
+            let minority: Vec<u64> = if nodes >= 4 { vec![a, b] } else { vec![a] };
+            let mut rest: Vec<String> = (1..=nodes)
+                .filter(|n| !minority.contains(n))
+                .map(name)
+                .collect();
+            rest.push("client".into());
+            let pairs = minority
+                .iter()
+                .flat_map(|m| rest.iter().map(move |r| (name(*m), r.clone())))
+                .collect();
+            cut(sim, pairs)
         }
         Kind::OneWay => {
             sim.partition_oneway(name(a).as_str(), name(b).as_str());
@@ -104,11 +122,18 @@ fn start(sim: &mut turmoil::Sim<'_>, p: &Planned, leader: Option<u64>, nodes: u6
     }
 }
 
+fn cut(sim: &mut turmoil::Sim<'_>, pairs: Vec<(String, String)>) -> Active {
+    for (a, b) in &pairs {
+        sim.partition(a.as_str(), b.as_str());
+    }
+    Active::Cut(pairs)
+}
+
 fn heal(sim: &mut turmoil::Sim<'_>, f: &Active) {
     match f {
-        Active::Isolated(a, nodes) => {
-            for n in (1..=*nodes).map(name).filter(|n| n != a) {
-                sim.repair(a.as_str(), n.as_str());
+        Active::Cut(pairs) => {
+            for (a, b) in pairs {
+                sim.repair(a.as_str(), b.as_str());
             }
         }
         Active::OneWay(a, b) => sim.repair_oneway(a.as_str(), b.as_str()),

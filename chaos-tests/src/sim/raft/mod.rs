@@ -11,9 +11,10 @@
 //!   as serde_json over turmoil TCP, so partitions, holds, latency and crashes apply to them.
 //! - [`client`]: a client host proposing `PutRule`, `AssignShards`, `RaiseAlarm` and
 //!   `ClearAlarm` (some with stale epochs) to the node it believes leads.
-//! - [`faults`]: isolating the leader or a node, one-way cuts, held links, crashes and
-//!   restarts of the leader or a node, message latency up to 2–100 ms — all from the seed —
-//!   then a calm period and a final write every node must apply.
+//! - [`faults`]: isolating the leader or a node, splitting a minority from the majority,
+//!   one-way cuts, held links, crashes and restarts of the leader or a node, message latency
+//!   up to 2–100 ms — all from the seed — then a calm period and a final write every voter
+//!   must apply. Overlapping faults on one link are healed by the first to end.
 //! - [`check`]: election safety in openraft's form (below), state-machine safety (and
 //!   identical re-application after a restart), every acknowledged write applied on every
 //!   node, shard epochs never going back, alarm writes with a stale epoch refused and current
