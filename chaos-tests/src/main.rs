@@ -54,6 +54,9 @@ enum Command {
         seeds: u64,
         #[arg(long, default_value_t = 0)]
         first: u64,
+        /// Print every seed's report (trace hash, acknowledged writes, terms).
+        #[arg(long)]
+        verbose: bool,
     },
 }
 
@@ -70,7 +73,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Sim { seeds, first } => sim::run_seeds(first, seeds),
-        Command::SimRaft { seeds, first } => sim::raft::run_seeds(first, seeds),
+        Command::SimRaft {
+            seeds,
+            first,
+            verbose,
+        } => sim::raft::run_seeds(first, seeds, verbose),
         Command::Run { scenario, seed } => run_all(&[(scenario, seed)]),
         Command::Smoke => run_all(
             &scenario::SMOKE
