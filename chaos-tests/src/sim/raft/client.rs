@@ -9,7 +9,8 @@
 //! checks but muddles the acknowledged set).
 //!
 //! In seeds with a joiner, the client also adds the last node as a learner and then makes it
-//! a voter, once, at a time drawn from the seed (2–10 s), retrying until acknowledged.
+//! a voter, from a time drawn from the seed (2–10 s), retrying between writes until it is
+//! acknowledged (and before the final write if still pending).
 //!
 //! At the end the client writes a barrier until it is acknowledged and waits for every node
 //! to apply it: that is the convergence the checks then rely on.
@@ -109,6 +110,13 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
         let deadline = now_ms() + converge_ms;
+        // A join still pending is finished first: the final write must reach all voters.
+        while let Some((node, _)) = self.joiner
+            && now_ms() < deadline
+        {
+            self.join(node).await;
+            tokio::time::sleep(POLL).await;
+        }
         let barrier = loop {
             if now_ms() > deadline {
                 return Ok(());
@@ -133,26 +141,33 @@ impl Client {
         Ok(())
     }
 
-    /// One attempt to add `node` as a learner and then a voter, through the believed leader.
+    /// One attempt to add `node` as a learner and then a voter, through the believed leader
+    /// (following at most two redirections).
     async fn join(&mut self, node: NodeId) {
         let req = Request::Join {
             node,
             voters: (1..=node).collect(),
         };
-        match net::call(self.leader, &req, JOIN_TTL).await {
-            Ok(Reply::Write(WriteReply::Applied { index, .. })) => {
-                self.joiner = None;
-                let mut obs = self.obs.lock();
-                obs.voters = node;
-                obs.trace(
-                    turmoil::elapsed().as_millis(),
-                    0,
-                    &format!("joined {index}"),
-                );
+        for _ in 0..3 {
+            match net::call(self.leader, &req, JOIN_TTL).await {
+                Ok(Reply::Write(WriteReply::Applied { index, .. })) => {
+                    self.joiner = None;
+                    let mut obs = self.obs.lock();
+                    obs.voters = node;
+                    obs.trace(
+                        turmoil::elapsed().as_millis(),
+                        0,
+                        &format!("joined {index}"),
+                    );
+                    return;
+                }
+                Ok(Reply::Write(WriteReply::Forward(Some(l)))) if l != self.leader => {
+                    self.leader = l;
+                }
+                _ => break,
             }
-            Ok(Reply::Write(WriteReply::Forward(Some(l)))) => self.leader = l,
-            _ => self.leader = 1 + self.rng.below(self.nodes),
         }
+        self.leader = 1 + self.rng.below(self.nodes);
     }
 
     fn put_rule(&mut self, id: &str) -> ControlCommand {

@@ -93,10 +93,18 @@ pub fn raft_config(seed: u64, id: NodeId) -> Config {
 async fn node(seed: u64, id: NodeId, disk: Disk, bug: Bug, obs: Shared) -> turmoil::Result {
     store::boot(&disk, bug);
     let config = Arc::new(raft_config(seed, id).validate()?);
+    let (flush, jobs) = tokio::sync::mpsc::unbounded_channel();
+    let flush_ms = SplitMix64::new(seed ^ id ^ 0xF1D5_4A11).between(2, 25);
+    tokio::task::spawn_local(store::flusher(
+        disk.clone(),
+        jobs,
+        Duration::from_millis(flush_ms),
+    ));
     let log = LogStore {
         node: id,
         disk,
         obs: obs.clone(),
+        flush,
     };
     let sm = StateMachine::new(id, obs.clone());
     let raft = Raft::new(id, config, net::Network, log, sm).await?;

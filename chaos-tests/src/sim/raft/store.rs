@@ -2,10 +2,13 @@
 //! and a state machine running Starling's pure [`apply`] over [`MemState`].
 //!
 //! Durability contract: [`Durable`] lives outside the turmoil host, so it survives a crash.
-//! The log store writes it before acknowledging (`append` calls back with the entries already
-//! in it), so everything acknowledged as flushed survives — unless the run is configured with
-//! [`Bug::ForgetTail`], which drops the last acknowledged entries at restart, as a store that
-//! acknowledges before its fsync would. The state machine is volatile: after a restart it is
+//! Appended entries are readable at once but unflushed; a flusher task of the incarnation
+//! marks each batch flushed after a per-node delay (2–25 ms, from the seed; a group-committed
+//! fsync) and only then acknowledges it to openraft. A restart loses every entry from the
+//! first unflushed one on, so exactly what was acknowledged as flushed survives — unless
+//! the run is configured with [`Bug::ForgetTail`], which also drops the last acknowledged
+//! entries, as a store that acknowledges before its fsync would. Votes, the committed index
+//! and truncations are durable when their call returns. The state machine is volatile: after a restart it is
 //! empty and openraft re-applies the committed log into it.
 //!
 //! Snapshots are never triggered ([`openraft::SnapshotPolicy::Never`]) and the log is never
@@ -13,10 +16,11 @@
 //! re-applies them) so openraft has a sound implementation if it ever asks.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
@@ -28,6 +32,8 @@ use starling_node::raft::apply::apply;
 use starling_node::raft::types::{
     LogId, NodeId, RaftEntry, Snapshot, StorageResult, TypeConfig, Vote,
 };
+
+use tokio::sync::mpsc;
 
 use super::obs::{AppliedEntry, Shared, hash_of};
 use super::state::MemState;
@@ -51,6 +57,8 @@ pub struct Durable {
     pub committed: Option<LogId>,
     /// The log, by index.
     pub log: BTreeMap<u64, RaftEntry>,
+    /// Indexes of entries appended but not flushed yet.
+    pub unflushed: BTreeSet<u64>,
     /// The last purged log id (never set: the simulation does not purge).
     pub last_purged: Option<LogId>,
     /// How many times the node started on this disk.
@@ -65,10 +73,16 @@ pub fn lock(disk: &Disk) -> MutexGuard<'_, Durable> {
     disk.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Prepares the disk for a new incarnation: counts the boot and applies `bug`.
+/// Prepares the disk for a new incarnation: counts the boot, loses what was not flushed
+/// (from the first unflushed entry on: the log stays a prefix) and applies `bug`.
 pub fn boot(disk: &Disk, bug: Bug) {
     let mut d = lock(disk);
     d.boots += 1;
+    if let Some(first) = d.unflushed.first().copied() {
+        let lost = d.log.split_off(&first);
+        drop(lost);
+        d.unflushed.clear();
+    }
     if let (Bug::ForgetTail(n), true) = (bug, d.boots > 1) {
         for _ in 0..n {
             d.log.pop_last();
@@ -85,6 +99,26 @@ pub fn boot(disk: &Disk, bug: Bug) {
     }
 }
 
+/// A batch handed to the flusher: its log ids and openraft's callback.
+pub type FlushJob = (Vec<LogId>, LogFlushed<TypeConfig>);
+
+/// The flusher of one incarnation: marks each batch flushed after `delay` (in order), then
+/// acknowledges it. An entry replaced by a truncation meanwhile is not marked.
+pub async fn flusher(disk: Disk, mut jobs: mpsc::UnboundedReceiver<FlushJob>, delay: Duration) {
+    while let Some((ids, callback)) = jobs.recv().await {
+        tokio::time::sleep(delay).await;
+        {
+            let mut d = lock(&disk);
+            for id in ids {
+                if d.log.get(&id.index).map(|e| e.log_id) == Some(id) {
+                    d.unflushed.remove(&id.index);
+                }
+            }
+        }
+        callback.log_io_completed(Ok(()));
+    }
+}
+
 /// The log store over a [`Disk`]. It also reports every committed vote it saves (a node
 /// that won an election, or a follower that accepted that leader) to the observations.
 #[derive(Clone, Debug)]
@@ -95,6 +129,8 @@ pub struct LogStore {
     pub disk: Disk,
     /// Where saved votes are reported.
     pub obs: Shared,
+    /// The incarnation's [`flusher`].
+    pub flush: mpsc::UnboundedSender<FlushJob>,
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -165,13 +201,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = RaftEntry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut ids = Vec::new();
         {
             let mut d = lock(&self.disk);
             for e in entries {
+                ids.push(e.log_id);
+                d.unflushed.insert(e.log_id.index);
                 d.log.insert(e.log_id.index, e);
             }
         }
-        callback.log_io_completed(Ok(()));
+        // The flusher lives as long as this incarnation; if it is gone, so is openraft.
+        let _ = self.flush.send((ids, callback));
         Ok(())
     }
 
@@ -179,6 +219,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut d = lock(&self.disk);
         let removed = d.log.split_off(&log_id.index);
         drop(removed);
+        let unflushed = d.unflushed.split_off(&log_id.index);
+        drop(unflushed);
         Ok(())
     }
 
