@@ -3,7 +3,8 @@
 //!
 //! ## What runs
 //! - [`run`]: per node, `openraft::Raft` with Starling's `TypeConfig`, an in-memory log store
-//!   whose [`store::Durable`] part survives host crashes, and a state machine that calls
+//!   whose [`store::Durable`] part survives host crashes (entries are acknowledged once
+//!   flushed, 2–25 ms after being appended; a crash loses unflushed ones), and a state machine that calls
 //!   `starling_node::raft::apply::apply` over [`state::MemState`]. Node 1 initializes the
 //!   3-voter group on its first boot; in odd seeds a 4th node is added by the client as a
 //!   learner and then made a voter, during the faults.
@@ -42,9 +43,8 @@
 //! several are ready at once (openraft's replication loop has one), and tokio's RNG can be
 //! seeded only with `--cfg tokio_unstable` (then turmoil seeds it), which this build does not
 //! use. Such ties need two events at the same virtual instant on one host. Observed: two
-//! processes running seeds 0..200 (`sim-raft --verbose`) printed identical trace hashes, and
-//! a debug and a release build agree on seeds 0..20; a replay could still in principle
-//! differ.
+//! processes, and a debug and a release build, running seeds 0..200 (`sim-raft --verbose`)
+//! printed identical trace hashes; a replay could still in principle differ.
 //!
 //! ## What is not simulated
 //! Starling's redb state machine and journal log store (the stores here are in memory, with
