@@ -4,9 +4,9 @@
 //! Commands, drawn from the seed: `PutRule` (each a new version of one of two rules),
 //! `AssignShards` (one shard to a random node: a new epoch), and `RaiseAlarm`/`ClearAlarm`
 //! with the (shard, epoch) of the latest assignment the client saw acknowledged — or, one
-//! time in four, an older epoch, which the state machine must refuse. Writes are never
-//! retried after a timeout (a retried write could be applied twice, which is fine for the
-//! checks but muddles the acknowledged set).
+//! time in four, an older epoch, which the state machine must refuse. Writes are not
+//! retried after a timeout, except the two initial rules and the final write, which are
+//! retried until acknowledged (applying one twice only makes a new rule version).
 //!
 //! In seeds with a joiner, the client also adds the last node as a learner and then makes it
 //! a voter, from a time drawn from the seed (2–10 s), retrying between writes until it is
