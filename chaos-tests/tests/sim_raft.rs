@@ -1,5 +1,6 @@
 //! The deterministic simulation of the real openraft control plane (turmoil) over many seeds,
-//! proof that a seed replays identically, and proof that the checks catch a durability bug.
+//! proof that a seed replays identically, and proof that the checks catch two durability
+//! bugs (a log losing acknowledged entries, a lost vote).
 //! No root, no processes: part of the default `cargo test`. `STARLING_SIM_SEEDS` sets the
 //! seed count (default 8, to keep debug `cargo test` short); CI runs 200 seeds through
 //! `make verify` (which exports STARLING_SIM_SEEDS=200) and `scripts/chaos-smoke`
@@ -55,5 +56,21 @@ fn a_log_store_that_forgets_flushed_entries_is_caught() {
         e.contains("re-applied index").then_some((seed, e))
     });
     let (seed, e) = caught.expect("no seed caught the forgetting log store");
+    println!("seed {seed}: {e}");
+}
+
+#[test]
+fn a_log_store_that_forgets_its_vote_is_caught() {
+    // A vote saved without fsync is lost at a crash; the node may then grant a smaller vote
+    // than one it granted before, which election safety must report for some early seed.
+    let opts = Options {
+        bug: Bug::ForgetVote,
+        ..Options::default()
+    };
+    let caught = (0..30).find_map(|seed| {
+        let e = raft::run_one(seed, opts).err()?;
+        e.contains("vote").then_some((seed, e))
+    });
+    let (seed, e) = caught.expect("no seed caught the forgotten vote");
     println!("seed {seed}: {e}");
 }

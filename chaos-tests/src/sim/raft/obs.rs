@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
+use starling_node::raft::types::Vote;
 use starling_node::raft::{ControlCommand, ControlResponse};
 use starling_node::shard::ShardId;
 
@@ -49,6 +50,8 @@ pub struct Observations {
     pub reapplied_differently: Vec<String>,
     /// term → nodes whose metrics reported them leader in that term.
     pub leaders: BTreeMap<u64, BTreeSet<u64>>,
+    /// node → the last vote it saved.
+    pub last_votes: BTreeMap<u64, Vote>,
     /// A node that saved a vote smaller than (or not comparable to) its previous one.
     pub vote_regressions: Vec<String>,
     /// term → leaders of the committed votes the nodes saved in that term.

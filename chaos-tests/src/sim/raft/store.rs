@@ -46,6 +46,8 @@ pub enum Bug {
     /// At every restart the log loses its last `n` entries although they were acknowledged
     /// as flushed (and the saved committed index is clamped to what is left).
     ForgetTail(u64),
+    /// At every restart the saved vote is lost (a vote written without fsync).
+    ForgetVote,
 }
 
 /// What a node keeps on "disk": survives a crash of its host.
@@ -82,6 +84,9 @@ pub fn boot(disk: &Disk, bug: Bug) {
         let lost = d.log.split_off(&first);
         drop(lost);
         d.unflushed.clear();
+    }
+    if bug == Bug::ForgetVote {
+        d.vote = None;
     }
     if let (Bug::ForgetTail(n), true) = (bug, d.boots > 1) {
         for _ in 0..n {
@@ -163,11 +168,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> StorageResult<()> {
-        let before = lock(&self.disk).vote.replace(*vote);
+        lock(&self.disk).vote = Some(*vote);
         let mut obs = self.obs.lock();
         // A node's vote only ever grows (it never grants a smaller vote after a larger one,
-        // across restarts too): that is what makes a granted vote mean anything.
-        if let Some(before) = before
+        // across restarts too): that is what makes a granted vote mean anything. Compared
+        // with the last vote this node saved as the observations recorded it, not with its
+        // disk, so a disk that loses the vote is caught too.
+        if let Some(before) = obs.last_votes.insert(self.node, *vote)
             && matches!(vote.partial_cmp(&before), Some(Ordering::Less) | None)
         {
             obs.vote_regressions
