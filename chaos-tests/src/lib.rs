@@ -23,12 +23,14 @@
 //! - [`workload`]: MQTT QoS 1 devices, SDK rule writes, the recovery probe, post-heal reads.
 //! - [`history`]: what a run records; [`checkers`]: one invariant per file, pure.
 //! - [`scenario`]: the catalogue, the runner and the results table.
-//! - [`sim`]: deterministic simulation (turmoil) of the lease and placement protocol.
+//! - [`sim`]: deterministic simulation (turmoil) of the lease and placement protocol, and
+//!   ([`sim::raft`]) of the real openraft control plane with Starling's commands and `apply`.
 //!
 //! ## What this crate does not do
-//! It never reaches beyond 127.0.0.1 and the lab's own namespaces, never links the node crate (it drives the binary, so a
-//! test sees exactly what a user sees), and never waits without a bound: every wait has a
-//! deadline and fails with the process's log tail.
+//! It never reaches beyond 127.0.0.1 and the lab's own namespaces, and never waits without a
+//! bound: every wait has a deadline and fails with the process's log tail. Fixtures and
+//! scenarios drive the binary (a test sees exactly what a user sees); only [`sim::raft`]
+//! links the node crate, for its Raft types and pure `apply`.
 
 pub mod checkers;
 pub mod cluster;

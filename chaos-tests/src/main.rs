@@ -6,6 +6,7 @@
 //! cargo run -p starling-chaos --release -- run --scenario kill --seed 7
 //! cargo run -p starling-chaos --release -- smoke
 //! cargo run -p starling-chaos --release -- sim --seeds 200
+//! cargo run -p starling-chaos --release -- sim-raft --seeds 200
 //! ```
 //! Exit codes: 0 all invariants held, 1 a violation or a failed run, 2 not root.
 
@@ -45,6 +46,18 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         first: u64,
     },
+    /// The deterministic simulation of the real openraft control plane (turmoil), over many
+    /// seeds.
+    SimRaft {
+        /// Number of seeds, starting at --first.
+        #[arg(long, default_value_t = 200)]
+        seeds: u64,
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        /// Print every seed's report (trace hash, acknowledged writes, terms).
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +73,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Sim { seeds, first } => sim::run_seeds(first, seeds),
+        Command::SimRaft {
+            seeds,
+            first,
+            verbose,
+        } => sim::raft::run_seeds(first, seeds, verbose),
         Command::Run { scenario, seed } => run_all(&[(scenario, seed)]),
         Command::Smoke => run_all(
             &scenario::SMOKE

@@ -17,6 +17,7 @@
 
 pub mod model;
 pub mod placement;
+pub mod raft;
 
 use std::cell::RefCell;
 use std::process::ExitCode;
