@@ -2,11 +2,11 @@
 //! namespaces, or the deterministic control-plane simulation.
 //!
 //! ```text
-//! cargo run -p starling-chaos --release -- list
-//! cargo run -p starling-chaos --release -- run --scenario kill --seed 7
-//! cargo run -p starling-chaos --release -- smoke
-//! cargo run -p starling-chaos --release -- sim --seeds 200
-//! cargo run -p starling-chaos --release -- sim-raft --seeds 200
+//! cargo run -p chaos-tests --release -- list
+//! cargo run -p chaos-tests --release -- run --scenario kill --seed 7
+//! cargo run -p chaos-tests --release -- smoke
+//! cargo run -p chaos-tests --release -- sim --seeds 200
+//! cargo run -p chaos-tests --release -- sim-raft --seeds 200
 //! ```
 //! Exit codes: 0 all invariants held, 1 a violation or a failed run, 2 not root.
 
@@ -92,7 +92,7 @@ fn run_all(runs: &[(String, u64)]) -> ExitCode {
     if !lab::is_root() {
         eprintln!(
             "starling-chaos needs root: it creates network namespaces, nftables rules and tmpfs \
-             mounts. Run it as root (CI does), e.g. `sudo -E cargo run -p starling-chaos --release -- …`."
+             mounts. Run it as root (CI does), e.g. `sudo -E cargo run -p chaos-tests --release -- …`."
         );
         return ExitCode::from(2);
     }

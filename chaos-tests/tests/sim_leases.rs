@@ -18,7 +18,7 @@ fn leases_never_overlap_and_placement_heals_for_every_seed() {
         .collect();
     assert!(
         failed.is_empty(),
-        "{} of {seeds} seeds failed; replay one with `cargo run -p starling-chaos --release -- sim --first SEED --seeds 1`:\n{}",
+        "{} of {seeds} seeds failed; replay one with `cargo run -p chaos-tests --release -- sim --first SEED --seeds 1`:\n{}",
         failed.len(),
         failed.join("\n")
     );

@@ -21,7 +21,7 @@ fn raft_invariants_hold_for_every_seed() {
     }
     assert!(
         failed.is_empty(),
-        "{} of {seeds} seeds failed; replay one with `cargo run -p starling-chaos --release -- sim-raft --first SEED --seeds 1`:\n{}",
+        "{} of {seeds} seeds failed; replay one with `cargo run -p chaos-tests --release -- sim-raft --first SEED --seeds 1`:\n{}",
         failed.len(),
         failed.join("\n")
     );

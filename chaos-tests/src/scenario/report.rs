@@ -20,7 +20,7 @@ pub struct Outcome {
 
 /// The command that replays `scenario` with `seed`.
 pub fn replay_command(scenario: &str, seed: u64) -> String {
-    format!("cargo run -p starling-chaos --release -- run --scenario {scenario} --seed {seed}")
+    format!("cargo run -p chaos-tests --release -- run --scenario {scenario} --seed {seed}")
 }
 
 /// A Markdown table (it reads in a terminal and pastes into the README).
@@ -69,7 +69,7 @@ mod tests {
         );
         assert_eq!(
             replay_command("kill", 7),
-            "cargo run -p starling-chaos --release -- run --scenario kill --seed 7"
+            "cargo run -p chaos-tests --release -- run --scenario kill --seed 7"
         );
     }
 }

@@ -186,9 +186,7 @@ pub fn run_seeds(first: u64, n: u64) -> ExitCode {
         if let Err(e) = run_one(seed, cfg) {
             failed += 1;
             println!("seed {seed}: {e}");
-            println!(
-                "replay: cargo run -p starling-chaos --release -- sim --first {seed} --seeds 1"
-            );
+            println!("replay: cargo run -p chaos-tests --release -- sim --first {seed} --seeds 1");
         }
     }
     println!("sim: {} seeds, {} passed, {failed} failed", n, n - failed);

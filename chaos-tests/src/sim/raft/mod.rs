@@ -86,7 +86,7 @@ pub fn run_seeds(first: u64, n: u64, verbose: bool) -> ExitCode {
                 failed += 1;
                 println!("seed {seed}: {e}");
                 println!(
-                    "replay: cargo run -p starling-chaos --release -- sim-raft --first {seed} --seeds 1"
+                    "replay: cargo run -p chaos-tests --release -- sim-raft --first {seed} --seeds 1"
                 );
             }
         }
