@@ -1,6 +1,6 @@
 //! Telemetry storage: the narrow trait every backend implements, and the backends.
 //!
-//! Only this module imports storage engines (redb, scylla). It knows nothing of MQTT,
+//! Only this module imports storage engines (redb, fjall, scylla). It knows nothing of MQTT,
 //! actors, Raft or gRPC.
 //!
 //! - [`TelemetryStore`]: raw points (idempotent, optionally epoch-fenced writes), latest
@@ -13,6 +13,7 @@ pub mod aggregate;
 mod codec;
 pub mod conformance;
 pub mod embedded;
+pub mod fjall;
 pub mod retention;
 pub mod rollup;
 pub mod scylla;
