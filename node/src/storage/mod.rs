@@ -7,9 +7,12 @@
 //!   values, the device index, rollups maintained in the same write, retention sweeps.
 //! - [`rollup`]: the pure bucket arithmetic; [`aggregate`]: `Aggregate` queries over any
 //!   [`aggregate::Source`] (one store, or the cluster's routed reads).
+//! - [`embedded`] (redb) and [`fjall`]: the two engines of the embedded store, picked by
+//!   [`backend`]; [`scylla`]: the shared, replicated store.
 //! - [`conformance`]: the one suite every backend passes.
 
 pub mod aggregate;
+pub mod backend;
 mod codec;
 pub mod conformance;
 pub mod embedded;
