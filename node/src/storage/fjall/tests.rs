@@ -166,3 +166,43 @@ async fn sweep_in_chunks_removes_everything_old() {
     );
     assert_eq!(store.sweep(&policy, 10_000_000).await.expect("again"), 0);
 }
+
+/// One group commit that writes a point and then rewrites it, and rewrites a stored point:
+/// the writer reads through what the batch itself wrote (fjall shows a batch only once
+/// committed), so the buckets are as if only the final values had been written.
+#[tokio::test(flavor = "multi_thread")]
+async fn rewrites_inside_one_batch_read_the_batch_itself() {
+    let (store, _dir) = fresh().await;
+    store
+        .write(vec![point("d", "m", 1_000, 5.0)])
+        .await
+        .expect("first");
+    store
+        .write(vec![
+            point("d", "m", 2_000, 1.0),
+            point("d", "m", 2_000, 7.0),
+            point("d", "m", 1_000, 3.0),
+            point("d", "m", 1_000, 3.0),
+        ])
+        .await
+        .expect("rewrites");
+    let page = store.query(everything("d")).await.expect("query");
+    assert_eq!(
+        page.points,
+        vec![point("d", "m", 1_000, 3.0), point("d", "m", 2_000, 7.0)]
+    );
+    let buckets = store.rollups(minutes("d", "m")).await.expect("rollups");
+    assert_eq!(
+        buckets
+            .buckets
+            .iter()
+            .map(|b| (b.count, b.sum, b.min, b.max, b.last))
+            .collect::<Vec<_>>(),
+        vec![(2, 10.0, 3.0, 7.0, 7.0)]
+    );
+    let latest = store
+        .latest(&DeviceKey::new("t", "d"))
+        .await
+        .expect("latest");
+    assert_eq!(latest, vec![point("d", "m", 2_000, 7.0)]);
+}
