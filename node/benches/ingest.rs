@@ -10,7 +10,8 @@
 //!    and fails the run.
 //!
 //! Run with `cargo bench --workspace --bench ingest` (the node binary is built with the bench
-//! profile; `STARLING_BIN` overrides it). Without `--bench` on the command line — e.g. under
+//! profile; `STARLING_BIN` overrides it). `BENCH_STORE_BACKEND=redb|fjall` picks the engine of
+//! the node's embedded store (`starling dev --store-backend`; default: the node's default). Without `--bench` on the command line — e.g. under
 //! `cargo test --workspace --all-targets` — it runs a small smoke workload instead, unless
 //! `BENCH_DEVICES`/`BENCH_MESSAGES` are set. Needs Mosquitto (`apt-get install mosquitto`).
 
@@ -46,6 +47,8 @@ struct BenchConfig {
     messages: usize,
     /// The `starling` binary under test.
     bin: PathBuf,
+    /// `--store-backend` of the node, if `BENCH_STORE_BACKEND` is set.
+    store_backend: Option<String>,
 }
 
 impl BenchConfig {
@@ -60,6 +63,7 @@ impl BenchConfig {
             devices: env_count("BENCH_DEVICES", default_devices)?,
             messages: env_count("BENCH_MESSAGES", default_messages)?,
             bin,
+            store_backend: std::env::var("BENCH_STORE_BACKEND").ok(),
         })
     }
 }
@@ -72,10 +76,11 @@ async fn run(config: BenchConfig) -> anyhow::Result<()> {
     // Generous bound for one phase: a minute plus 1 ms per message.
     let phase_timeout = Duration::from_secs(60) + Duration::from_millis(total);
     eprintln!(
-        "ingest bench: {} devices x {} messages (QoS 1), starling = {}",
+        "ingest bench: {} devices x {} messages (QoS 1), starling = {}, store backend = {}",
         config.devices,
         config.messages,
-        config.bin.display()
+        config.bin.display(),
+        config.store_backend.as_deref().unwrap_or("default")
     );
 
     let broker = Mosquitto::start(MosquittoOptions::default()).await?;
@@ -95,6 +100,11 @@ async fn run(config: BenchConfig) -> anyhow::Result<()> {
         &config.bin,
         NodeOptions {
             broker: Some(broker.addr()),
+            extra_args: config
+                .store_backend
+                .iter()
+                .flat_map(|backend| ["--store-backend".to_owned(), backend.clone()])
+                .collect(),
             ..NodeOptions::new(data_dir.path())
         },
     )

@@ -25,7 +25,7 @@ use crate::ingest::{self, PointSink};
 use crate::raft::network::NetworkFactory;
 use crate::raft::{ControlPlane, OpenOptions, Start};
 use crate::storage::TelemetryStore;
-use crate::storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::storage::embedded::EmbeddedOptions;
 use crate::{certs, tls};
 
 /// Errors that stop a node from starting or running.
@@ -451,6 +451,7 @@ pub async fn run_dev(args: crate::cli::DevArgs) -> Result<(), NodeError> {
 
     let mut config = NodeConfig::new(args.node_id, data_dir.clone(), broker.clone());
     config.idle_timeout = args.idle_timeout.into();
+    config.storage.embedded.backend = args.store_backend;
     config.max_ts_future = args.max_ts_future.map(Into::into);
     config.max_ts_age = args.max_ts_age.map(Into::into);
     if let Some(f) = filters {
@@ -539,14 +540,18 @@ fn mqtt5_port(args: &crate::cli::DevArgs) -> u16 {
         .unwrap_or_else(|| args.mqtt_port.saturating_add(1))
 }
 
-/// The telemetry store `[storage]` selects: the embedded one under `data_dir/store`, or a
-/// session to ScyllaDB (which creates or migrates its schema before the node serves).
+/// The telemetry store `[storage]` selects: the embedded one under `data_dir/store` (on the
+/// `[storage.embedded] backend` engine; refused if the other engine's files are there, or
+/// for fjall in the power-loss fault mode), or a session to ScyllaDB (which creates or
+/// migrates its schema before the node serves).
 async fn open_store(config: &NodeConfig) -> Result<Arc<dyn TelemetryStore>, NodeError> {
     use crate::config::storage::Engine;
     let store: Arc<dyn TelemetryStore> = match config.storage.engine {
-        Engine::Embedded => {
-            EmbeddedStore::open(&config.data_dir.join("store"), EmbeddedOptions::default())?
-        }
+        Engine::Embedded => crate::storage::backend::open(
+            &config.data_dir.join("store"),
+            config.storage.embedded.backend,
+            EmbeddedOptions::default(),
+        )?,
         Engine::Scylla => {
             let options = config.storage.scylla.options();
             tracing::info!(nodes = ?options.nodes, keyspace = %options.keyspace, "connecting to ScyllaDB");

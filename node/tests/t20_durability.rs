@@ -1,14 +1,35 @@
 //! Durability: what the node acknowledged survives SIGKILL; what it had not acknowledged is
 //! redelivered by the broker and stored after restart. Real process, real files, real kill.
+//! The kill tests run once per engine of the embedded store (redb, fjall).
 
 mod common;
 
 use common::*;
 
+/// `starling dev` arguments selecting the fjall engine.
+const FJALL: &[&str] = &["--store-backend", "fjall"];
+
+/// The store directory holds the files of the selected engine only.
+fn assert_engine_files(node: &TestNode, fjall: bool) {
+    let store = node.dir.path().join("store");
+    assert_eq!(store.join("telemetry.fjall").is_dir(), fjall);
+    assert_eq!(store.join("telemetry.redb").is_file(), !fjall);
+}
+
 /// gRPC: every publish that got a reply is there after kill -9 and restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_acknowledged_points_survive_sigkill() {
-    let mut node = start_node(None, &[]).await.unwrap();
+    grpc_sigkill(&[]).await;
+}
+
+/// The same on the fjall engine.
+#[tokio::test(flavor = "multi_thread")]
+async fn fjall_grpc_acknowledged_points_survive_sigkill() {
+    grpc_sigkill(FJALL).await;
+}
+
+async fn grpc_sigkill(args: &[&str]) {
+    let mut node = start_node(None, args).await.unwrap();
     let client = client(&node.node).unwrap();
     let acked = common::publish_numbers(&client, "kill-grpc", 300)
         .await
@@ -19,6 +40,7 @@ async fn grpc_acknowledged_points_survive_sigkill() {
     let client = common::client(&node.node).unwrap();
     let points = query_all(&client, "kill-grpc").await.unwrap();
     assert_exactly_once(&points, "v", &acked);
+    assert_engine_files(&node, args == FJALL);
 }
 
 /// MQTT through Mosquitto: kill -9 the node mid-stream, restart it on the same dir; every
@@ -26,8 +48,18 @@ async fn grpc_acknowledged_points_survive_sigkill() {
 /// others were redelivered from the node's persistent session).
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_points_survive_sigkill_mid_stream() {
+    mqtt_sigkill(&[]).await;
+}
+
+/// The same on the fjall engine.
+#[tokio::test(flavor = "multi_thread")]
+async fn fjall_mqtt_points_survive_sigkill_mid_stream() {
+    mqtt_sigkill(FJALL).await;
+}
+
+async fn mqtt_sigkill(args: &[&str]) {
     let mosq = start_mosquitto().await.unwrap();
-    let mut node = start_node(Some(mosq.addr()), &[]).await.unwrap();
+    let mut node = start_node(Some(mosq.addr()), args).await.unwrap();
     let mut dev = Device::connect(mosq.port(), "kill-mqtt").await.unwrap();
     let n = 1000usize;
     let ts: Vec<i64> = (0..n as i64).map(|i| 5_000 + i).collect();
@@ -59,6 +91,7 @@ async fn mqtt_points_survive_sigkill_mid_stream() {
     let points = wait_points(&client, "kill-mqtt", n).await.unwrap();
     assert_exactly_once(&points, "temp", &ts);
     assert!(acked_before_kill.unwrap_or(0.0) >= 50.0);
+    assert_engine_files(&node, args == FJALL);
 }
 
 /// A graceful stop (SIGTERM) exits 0 and keeps everything.

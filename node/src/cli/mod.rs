@@ -115,6 +115,10 @@ pub struct DevArgs {
     /// as in `starling serve`'s config; without it email and SMS targets are not configured.
     #[arg(long, value_name = "FILE")]
     pub notify_config: Option<PathBuf>,
+    /// Engine of the embedded telemetry store: redb or fjall (files under DIR/store; a node
+    /// refuses to start on the other engine's files).
+    #[arg(long, value_name = "ENGINE", default_value = "redb")]
+    pub store_backend: crate::storage::backend::EmbeddedBackend,
 }
 
 /// Arguments of `starling serve`.
@@ -468,6 +472,10 @@ mod tests {
         assert_eq!(a.node_id, 1);
         assert_eq!(*a.idle_timeout, std::time::Duration::from_secs(300));
         assert_eq!(a.bind, "127.0.0.1");
+        assert_eq!(
+            a.store_backend,
+            crate::storage::backend::EmbeddedBackend::Redb
+        );
     }
 
     #[test]

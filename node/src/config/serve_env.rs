@@ -85,6 +85,7 @@ pub(super) const KEYS: &[(&str, Kind)] = &[
     ("retention.hour", Kind::Str),
     ("retention.interval", Kind::Str),
     ("storage.engine", Kind::Str),
+    ("storage.embedded.backend", Kind::Str),
     ("storage.scylla.nodes", Kind::List),
     ("storage.scylla.keyspace", Kind::Str),
     ("storage.scylla.replication", Kind::Str),

@@ -1,11 +1,13 @@
 //! `[storage]`: which telemetry store a node uses.
 //!
 //! Read by `starling serve` (a section of its TOML file, env overrides for the flat keys);
-//! `starling dev` always uses the embedded store.
+//! `starling dev` always uses the embedded store (its engine from `--store-backend`).
 //!
 //! ```toml
 //! [storage]
 //! engine = "scylla"            # or "embedded" (the default)
+//! [storage.embedded]
+//! backend = "redb"             # or "fjall": the engine of the embedded store
 //! [storage.scylla]
 //! nodes = ["10.0.0.5:9042", "10.0.0.6:9042"]
 //! keyspace = "starling"
@@ -24,13 +26,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, duration};
+use crate::storage::backend::EmbeddedBackend;
 use crate::storage::scylla::{ScyllaConsistency, ScyllaOptions};
 
 /// The telemetry store of a node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Engine {
-    /// The node's own files under `data_dir/store` (redb): one copy, history stays where it
+    /// The node's own files under `data_dir/store` (redb or fjall): one copy, history stays where it
     /// was written (DESIGN.md §6).
     #[default]
     Embedded,
@@ -43,8 +46,19 @@ pub enum Engine {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub engine: Engine,
+    /// Used when `engine = "embedded"`.
+    pub embedded: EmbeddedConfig,
     /// Used when `engine = "scylla"`.
     pub scylla: ScyllaConfig,
+}
+
+/// `[storage.embedded]`: the engine of the embedded store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// `redb` (default) or `fjall`. Each keeps its own files under `data_dir/store`; a node
+    /// refuses to start on the other one's files.
+    pub backend: EmbeddedBackend,
 }
 
 /// `[storage.scylla]`: how to reach and lay out the Scylla store.
@@ -199,6 +213,16 @@ mod tests {
     }
 
     #[test]
+    fn embedded_backend_is_selected_by_name() {
+        assert_eq!(parse("").embedded.backend, EmbeddedBackend::Redb);
+        let c = parse("[embedded]\nbackend = \"fjall\"");
+        assert_eq!(c.embedded.backend, EmbeddedBackend::Fjall);
+        assert!(c.validate().is_ok());
+        let again: StorageConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c, "serializes to what it parses");
+    }
+
+    #[test]
     fn validation_names_the_field() {
         let cases = [
             ("[scylla]\nnodes = []", "storage.scylla.nodes"),
@@ -232,6 +256,8 @@ mod tests {
             "engin = \"scylla\"",
             "[scylla]\nconsistency = \"two\"",
             "[scylla]\nhosts = []",
+            "[embedded]\nbackend = \"rocksdb\"",
+            "[embedded]\nengine = \"fjall\"",
         ] {
             assert!(toml::from_str::<StorageConfig>(text).is_err(), "{text}");
         }

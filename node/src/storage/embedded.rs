@@ -35,8 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 use self::writer::WriteRequest;
 use super::codec::{self, Cursor};
 
-/// Prefix of this backend's page tokens (format version 1).
-const TOKEN_PREFIX: &str = "p1";
+/// Prefix of the embedded backends' page tokens (format version 1; redb and fjall share it).
+pub(super) const TOKEN_PREFIX: &str = "p1";
 
 /// The page token of this store that resumes strictly after (metric, ts): lets a caller that
 /// merges pages of several embedded stores (the cluster's routed reads) hand out one token

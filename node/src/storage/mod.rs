@@ -1,18 +1,22 @@
 //! Telemetry storage: the narrow trait every backend implements, and the backends.
 //!
-//! Only this module imports storage engines (redb, scylla). It knows nothing of MQTT,
+//! Only this module imports storage engines (redb, fjall, scylla). It knows nothing of MQTT,
 //! actors, Raft or gRPC.
 //!
 //! - [`TelemetryStore`]: raw points (idempotent, optionally epoch-fenced writes), latest
 //!   values, the device index, rollups maintained in the same write, retention sweeps.
 //! - [`rollup`]: the pure bucket arithmetic; [`aggregate`]: `Aggregate` queries over any
 //!   [`aggregate::Source`] (one store, or the cluster's routed reads).
+//! - [`embedded`] (redb) and [`fjall`]: the two engines of the embedded store, picked by
+//!   [`backend`]; [`scylla`]: the shared, replicated store.
 //! - [`conformance`]: the one suite every backend passes.
 
 pub mod aggregate;
+pub mod backend;
 mod codec;
 pub mod conformance;
 pub mod embedded;
+pub mod fjall;
 pub mod retention;
 pub mod rollup;
 pub mod scylla;

@@ -10,9 +10,11 @@
 //! as the raw insert, which is what makes rollups idempotent), or answer queries (see
 //! `aggregate`).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DeviceKey, TimestampMs, Value};
+use crate::model::{DeviceKey, Point, TimestampMs, Value};
 
 use super::StorageError;
 
@@ -42,6 +44,23 @@ impl Resolution {
         match self {
             Resolution::Minute => "1m",
             Resolution::Hour => "1h",
+        }
+    }
+
+    /// The resolution's code in the embedded backends' keys.
+    pub const fn code(self) -> u8 {
+        match self {
+            Resolution::Minute => 1,
+            Resolution::Hour => 2,
+        }
+    }
+
+    /// The resolution of a key code (anything but 1 is an hour, as [`Resolution::code`]
+    /// makes only 1 and 2).
+    pub const fn from_code(code: u8) -> Resolution {
+        match code {
+            1 => Resolution::Minute,
+            _ => Resolution::Hour,
         }
     }
 
@@ -155,6 +174,59 @@ impl Bucket {
 /// The numeric view a rollup takes of a value, if any.
 pub fn rolled(value: &Value) -> Option<f64> {
     value.as_f64()
+}
+
+/// A bucket's identity in a batch: (tenant, device, metric, resolution code, bucket start).
+pub(crate) type ChangeKey<'a> = (&'a str, &'a str, &'a str, u8, TimestampMs);
+
+/// What a batch of writes changes in the rollup buckets, computed by an embedded backend's
+/// writer as it inserts raw points: partial buckets of new points (to merge into the stored
+/// ones) and buckets to recompute from raw points (a point rewritten with another value).
+#[derive(Default)]
+pub(crate) struct Changes<'a> {
+    /// Partial buckets of new points, to merge into the stored ones.
+    pub(crate) deltas: BTreeMap<ChangeKey<'a>, Bucket>,
+    /// Buckets to recompute from raw points; a dirty bucket's delta is ignored.
+    pub(crate) dirty: BTreeSet<ChangeKey<'a>>,
+}
+
+impl<'a> Changes<'a> {
+    /// A new point: folded into its buckets (if it has a numeric view).
+    pub(crate) fn add(&mut self, p: &'a Point) {
+        let Some(v) = rolled(&p.value) else {
+            return;
+        };
+        for res in Resolution::ALL {
+            let start = res.bucket_start(p.ts_ms);
+            self.deltas
+                .entry(change_key(p, res, start))
+                .and_modify(|b| b.add(p.ts_ms, v))
+                .or_insert_with(|| Bucket::of(start, p.ts_ms, v));
+        }
+    }
+
+    /// A point rewritten with another value: its buckets are recomputed.
+    pub(crate) fn dirty(&mut self, p: &'a Point) {
+        for res in Resolution::ALL {
+            self.dirty
+                .insert(change_key(p, res, res.bucket_start(p.ts_ms)));
+        }
+    }
+
+    /// Whether the batch changes no bucket.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.deltas.is_empty() && self.dirty.is_empty()
+    }
+}
+
+fn change_key(p: &Point, res: Resolution, start: TimestampMs) -> ChangeKey<'_> {
+    (
+        p.device.tenant.as_str(),
+        p.device.device.as_str(),
+        p.metric.as_str(),
+        res.code(),
+        start,
+    )
 }
 
 /// A read of one metric's rollup buckets, in start order.

@@ -9,15 +9,13 @@
 //!
 //! Not here: queries over buckets (`storage::aggregate`), retention (`sweep`).
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use redb::{ReadableTable, TableDefinition};
 
 use super::{POINTS, engine};
-use crate::model::{Point, TimestampMs};
+use crate::model::TimestampMs;
 use crate::storage::StorageError;
 use crate::storage::codec;
-use crate::storage::rollup::{Bucket, Resolution, RollupPage, RollupQuery, rolled};
+use crate::storage::rollup::{Bucket, Changes, Resolution, RollupPage, RollupQuery, rolled};
 
 /// (tenant, device, metric, resolution code, bucket start) → encoded bucket.
 pub(super) const ROLLUPS: TableDefinition<(&str, &str, &str, u8, TimestampMs), &[u8]> =
@@ -25,54 +23,7 @@ pub(super) const ROLLUPS: TableDefinition<(&str, &str, &str, u8, TimestampMs), &
 
 /// The resolution's code in keys.
 pub(super) fn code(res: Resolution) -> u8 {
-    match res {
-        Resolution::Minute => 1,
-        Resolution::Hour => 2,
-    }
-}
-
-type Key<'a> = (&'a str, &'a str, &'a str, u8, TimestampMs);
-
-/// What a batch changes in the buckets.
-#[derive(Default)]
-pub(super) struct Changes<'a> {
-    /// Partial buckets of new points, to merge into the stored ones.
-    deltas: BTreeMap<Key<'a>, Bucket>,
-    /// Buckets to recompute from raw points.
-    dirty: BTreeSet<Key<'a>>,
-}
-
-impl<'a> Changes<'a> {
-    /// A new point: folded into its buckets.
-    pub(super) fn add(&mut self, p: &'a Point) {
-        let Some(v) = rolled(&p.value) else {
-            return;
-        };
-        for res in Resolution::ALL {
-            let start = res.bucket_start(p.ts_ms);
-            self.deltas
-                .entry(key(p, res, start))
-                .and_modify(|b| b.add(p.ts_ms, v))
-                .or_insert_with(|| Bucket::of(start, p.ts_ms, v));
-        }
-    }
-
-    /// A point rewritten with another value: its buckets are recomputed.
-    pub(super) fn dirty(&mut self, p: &'a Point) {
-        for res in Resolution::ALL {
-            self.dirty.insert(key(p, res, res.bucket_start(p.ts_ms)));
-        }
-    }
-}
-
-fn key(p: &Point, res: Resolution, start: TimestampMs) -> Key<'_> {
-    (
-        p.device.tenant.as_str(),
-        p.device.device.as_str(),
-        p.metric.as_str(),
-        code(res),
-        start,
-    )
+    res.code()
 }
 
 /// Writes a batch's changes: merges deltas into stored buckets, recomputes dirty ones.
@@ -80,7 +31,7 @@ pub(super) fn apply(
     txn: &redb::WriteTransaction,
     changes: Changes<'_>,
 ) -> Result<(), StorageError> {
-    if changes.deltas.is_empty() && changes.dirty.is_empty() {
+    if changes.is_empty() {
         return Ok(());
     }
     let mut table = txn.open_table(ROLLUPS).map_err(engine)?;
@@ -110,10 +61,7 @@ pub(super) fn apply(
     let points = txn.open_table(POINTS).map_err(engine)?;
     for k in changes.dirty {
         let (tenant, device, metric, res, start) = k;
-        let width = match res {
-            1 => Resolution::Minute.width_ms(),
-            _ => Resolution::Hour.width_ms(),
-        };
+        let width = Resolution::from_code(res).width_ms();
         let mut values = Vec::new();
         for entry in points
             .range((tenant, device, metric, start)..(tenant, device, metric, start + width))

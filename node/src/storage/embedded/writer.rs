@@ -18,11 +18,11 @@ use std::time::Instant;
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rollups::Changes;
 use super::{DEVICES, FENCES, LATEST, POINTS, engine, rollups};
 use crate::metrics_names;
 use crate::model::{Point, TimestampMs, Value};
 use crate::storage::codec;
+use crate::storage::rollup::Changes;
 use crate::storage::{Fence, StorageError};
 
 /// One caller's write, waiting for its batch to commit.
