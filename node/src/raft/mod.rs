@@ -12,6 +12,7 @@
 //! - [`network`]: the peer transport (openraft RPCs over peer gRPC with mTLS).
 //! - [`ops`]: membership changes, writes forwarded to the leader, cluster reads.
 //! - [`outbox`]: notification deliveries committed but not yet delivered (survive a crash).
+//! - [`mem_state`]: the control state in maps (table tests, the chaos simulation).
 //! - [`types`]: openraft type configuration; [`error`]: [`ControlError`].
 //!
 //! ## What this module does not do
@@ -24,6 +25,7 @@ pub mod command;
 pub mod contact;
 pub mod error;
 pub mod log_store;
+pub mod mem_state;
 pub mod network;
 pub mod ops;
 pub mod outbox;

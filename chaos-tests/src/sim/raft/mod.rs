@@ -4,10 +4,11 @@
 //! ## What runs
 //! - [`run`]: per node, `openraft::Raft` with Starling's `TypeConfig`, an in-memory log store
 //!   whose [`store::Durable`] part survives host crashes (entries are acknowledged once
-//!   flushed, 2–25 ms after being appended; a crash loses unflushed ones), and a state machine that calls
-//!   `starling_node::raft::apply::apply` over [`state::MemState`]. Node 1 initializes the
-//!   3-voter group on its first boot; in odd seeds a 4th node is added by the client as a
-//!   learner and then made a voter, during the faults.
+//!   flushed, 2–25 ms after being appended; a crash loses unflushed ones), and a state
+//!   machine that calls `starling_node::raft::apply::apply` over the node crate's in-memory
+//!   control state ([`starling_node::raft::mem_state::MemState`], shared with its table
+//!   tests). Node 1 initializes the 3-voter group on its first boot; in odd seeds a 4th
+//!   node is added by the client as a learner and then made a voter, during the faults.
 //! - [`net`]: openraft's append-entries, vote and install-snapshot RPCs (and client writes)
 //!   as serde_json over turmoil TCP, so partitions, holds, latency and crashes apply to them.
 //! - [`client`]: a client host proposing `PutRule`, `AssignShards`, `RaiseAlarm` and
@@ -58,7 +59,6 @@ pub mod faults;
 pub mod net;
 pub mod obs;
 pub mod run;
-pub mod state;
 pub mod store;
 
 use std::process::ExitCode;

@@ -36,7 +36,7 @@ use starling_node::raft::types::{
 use tokio::sync::mpsc;
 
 use super::obs::{AppliedEntry, Shared, hash_of};
-use super::state::MemState;
+use starling_node::raft::mem_state::MemState;
 
 /// A deliberate storage bug, to prove the checkers catch what it breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

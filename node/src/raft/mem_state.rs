@@ -1,36 +1,39 @@
-//! The control state of one simulated node: Starling's [`ControlState`] (and the timer and
-//! outbox traits [`apply`](starling_node::raft::apply::apply) needs) over `BTreeMap`s.
+//! The control state in memory: [`MemState`] implements [`ControlState`] (and the timer and
+//! outbox traits [`apply`](super::apply::apply) needs) over `BTreeMap`s.
 //!
-//! This is the same shape as the table tests' reference state in the node crate
-//! (`node/src/raft/apply_tests.rs`), written again here because that one is test-only. It
-//! holds no logic: every decision is made by the node's pure `apply`.
+//! It holds no logic: every decision is made by the pure `apply`. Two users: the table tests
+//! of `apply` (the reference the redb view in `state_machine.rs` must agree with), and the
+//! deterministic simulation of the control plane in `chaos-tests` (`sim/raft/`), which runs
+//! the real openraft over it.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use starling_node::model::{Alarm, AlarmStatus, DeviceKey, Rule};
-use starling_node::raft::NodeInfo;
-use starling_node::raft::apply::ControlState;
-use starling_node::raft::outbox::{DeliveryKey, OutboxState, PendingDelivery};
-use starling_node::raft::registry::DeviceRecord;
-use starling_node::raft::timers::TimerState;
-use starling_node::rules::pending::PendingTimers;
-use starling_node::shard::ShardId;
+use super::NodeInfo;
+use super::apply::ControlState;
+use super::outbox::{DeliveryKey, OutboxState, PendingDelivery};
+use super::registry::DeviceRecord;
+use super::timers::TimerState;
+use crate::model::{Alarm, AlarmStatus, DeviceKey, Rule};
+use crate::rules::pending::PendingTimers;
+use crate::shard::ShardId;
 
-/// The replicated state of one node, in memory.
+/// The replicated control state in maps.
 #[derive(Default, Debug, Clone)]
 pub struct MemState {
-    devices: BTreeMap<DeviceKey, DeviceRecord>,
-    shards: BTreeMap<ShardId, (u64, u64)>,
-    rules: BTreeMap<(String, String), Rule>,
-    alarms: BTreeMap<String, Alarm>,
-    /// (tenant, rule, device) → id of the active alarm.
-    active: BTreeMap<(String, String, String), String>,
-    nodes: BTreeMap<u64, NodeInfo>,
-    rule_history: Vec<Rule>,
-    timers: BTreeMap<(ShardId, DeviceKey, String), PendingTimers>,
-    transitions: BTreeMap<(DeviceKey, String), i64>,
-    outbox: BTreeMap<DeliveryKey, PendingDelivery>,
+    /// The device registry (`registry_tests.rs` uses this state too).
+    pub(crate) devices: BTreeMap<DeviceKey, DeviceRecord>,
+    pub(crate) shards: BTreeMap<ShardId, (u64, u64)>,
+    pub(crate) rules: BTreeMap<(String, String), Rule>,
+    pub(crate) alarms: BTreeMap<String, Alarm>,
+    pub(crate) active: BTreeMap<(String, String, String), String>,
+    pub(crate) nodes: BTreeMap<u64, NodeInfo>,
+    pub(crate) history: BTreeMap<(ShardId, u64), (u64, i64)>,
+    pub(crate) rule_history: Vec<Rule>,
+    pub(crate) timers: BTreeMap<(ShardId, DeviceKey, String), PendingTimers>,
+    pub(crate) transitions: BTreeMap<(DeviceKey, String), i64>,
+    /// The outbox (`outbox_tests.rs` reads it).
+    pub(crate) outbox: BTreeMap<DeliveryKey, PendingDelivery>,
 }
 
 impl MemState {
@@ -105,9 +108,10 @@ impl ControlState for MemState {
         shard: ShardId,
         node: u64,
         epoch: u64,
-        _from_ms: i64,
+        from_ms: i64,
     ) -> Result<(), Infallible> {
         self.shards.insert(shard, (node, epoch));
+        self.history.insert((shard, epoch), (node, from_ms));
         Ok(())
     }
     fn node(&self, id: u64) -> Result<Option<NodeInfo>, Infallible> {
