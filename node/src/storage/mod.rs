@@ -13,6 +13,7 @@
 
 pub mod aggregate;
 pub mod backend;
+mod batch;
 mod codec;
 pub mod conformance;
 pub mod embedded;

@@ -10,8 +10,6 @@
 //! It does not read for callers (reads use their own read transactions and never wait for
 //! it) and knows nothing of shutdown policy: the store decides when to drop the senders.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{DEVICES, FENCES, LATEST, POINTS, engine, rollups};
 use crate::metrics_names;
-use crate::model::{Point, TimestampMs, Value};
+use crate::model::Point;
+use crate::storage::batch::Summary;
 use crate::storage::codec;
 use crate::storage::rollup::Changes;
 use crate::storage::{Fence, StorageError};
@@ -127,11 +126,8 @@ fn commit(db: &Database, batch: &[WriteRequest]) -> Result<Vec<(usize, Refusal)>
     let mut changes = Changes::default();
     {
         let mut points = txn.open_table(POINTS).map_err(engine)?;
-        // Newest point per (tenant, device, metric) in this batch; on equal timestamps the
-        // later one wins, as it does in the points table.
-        let mut newest: BTreeMap<(&str, &str, &str), (TimestampMs, &Value)> = BTreeMap::new();
-        // Min and max ts per (tenant, device) in this batch.
-        let mut seen: BTreeMap<(&str, &str), (TimestampMs, TimestampMs)> = BTreeMap::new();
+        // Newest point per (tenant, device, metric) and time span per (tenant, device).
+        let mut summary = Summary::default();
         let mut buf = Vec::with_capacity(32);
         let accepted = batch
             .iter()
@@ -155,26 +151,11 @@ fn commit(db: &Database, batch: &[WriteRequest]) -> Result<Vec<(usize, Refusal)>
                 // A rewrite with another value: its buckets are recomputed from raw.
                 Some(_) => changes.dirty(point),
             }
-            match newest.entry((tenant, device, metric)) {
-                Entry::Vacant(slot) => {
-                    slot.insert((point.ts_ms, &point.value));
-                }
-                Entry::Occupied(mut slot) => {
-                    if point.ts_ms >= slot.get().0 {
-                        slot.insert((point.ts_ms, &point.value));
-                    }
-                }
-            }
-            seen.entry((tenant, device))
-                .and_modify(|(first, last)| {
-                    *first = (*first).min(point.ts_ms);
-                    *last = (*last).max(point.ts_ms);
-                })
-                .or_insert((point.ts_ms, point.ts_ms));
+            summary.note(point);
         }
 
         let mut latest = txn.open_table(LATEST).map_err(engine)?;
-        for (key, (ts_ms, value)) in newest {
+        for (key, (ts_ms, value)) in summary.newest {
             let stored_ts = latest
                 .get(key)
                 .map_err(engine)?
@@ -189,7 +170,7 @@ fn commit(db: &Database, batch: &[WriteRequest]) -> Result<Vec<(usize, Refusal)>
         }
 
         let mut devices = txn.open_table(DEVICES).map_err(engine)?;
-        for (key, (first, last)) in seen {
+        for (key, (first, last)) in summary.seen {
             let stored = devices.get(key).map_err(engine)?.map(|guard| guard.value());
             let merged = match stored {
                 Some((stored_first, stored_last)) => {

@@ -17,7 +17,6 @@
 //! shutdown policy (the store drops the senders; the thread then finishes the queue and ends).
 
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Parts, engine, keys, sweep};
 use crate::metrics_names;
-use crate::model::{Point, TimestampMs, Value};
+use crate::model::{Point, TimestampMs};
+use crate::storage::batch::Summary;
 use crate::storage::codec;
 use crate::storage::rollup::{Bucket, Changes, Resolution, rolled};
 use crate::storage::{Fence, RetentionPolicy, StorageError};
@@ -181,11 +181,8 @@ fn commit(parts: &Parts, batch: &[WriteRequest]) -> Result<Vec<Refused>, Storage
     let mut changes = Changes::default();
     // The raw points this batch writes, by key: its own view of what it changes.
     let mut written: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    // Newest point per (tenant, device, metric) in this batch; on equal timestamps the later
-    // one wins, as it does for raw points.
-    let mut newest: BTreeMap<(&str, &str, &str), (TimestampMs, &Value)> = BTreeMap::new();
-    // Min and max ts per (tenant, device) in this batch.
-    let mut seen: BTreeMap<(&str, &str), (TimestampMs, TimestampMs)> = BTreeMap::new();
+    // Newest point per (tenant, device, metric) and time span per (tenant, device).
+    let mut summary = Summary::default();
     let accepted = batch
         .iter()
         .enumerate()
@@ -220,29 +217,14 @@ fn commit(parts: &Parts, batch: &[WriteRequest]) -> Result<Vec<Refused>, Storage
         if same != Some(true) {
             written.insert(key, value);
         }
-        match newest.entry((tenant, device, metric)) {
-            Entry::Vacant(slot) => {
-                slot.insert((point.ts_ms, &point.value));
-            }
-            Entry::Occupied(mut slot) => {
-                if point.ts_ms >= slot.get().0 {
-                    slot.insert((point.ts_ms, &point.value));
-                }
-            }
-        }
-        seen.entry((tenant, device))
-            .and_modify(|(first, last)| {
-                *first = (*first).min(point.ts_ms);
-                *last = (*last).max(point.ts_ms);
-            })
-            .or_insert((point.ts_ms, point.ts_ms));
+        summary.note(point);
     }
     apply_rollups(parts, &mut out, changes, &written)?;
     for (key, value) in &written {
         out.insert(&parts.points, key.as_slice(), value.as_slice());
     }
     let mut buf = Vec::with_capacity(17);
-    for ((tenant, device, metric), (ts_ms, value)) in newest {
+    for ((tenant, device, metric), (ts_ms, value)) in summary.newest {
         let key = keys::series(tenant, device, metric);
         let stored_ts = match parts.latest.get(&key).map_err(engine)? {
             Some(bytes) => Some(keys::split_latest(&bytes)?.0),
@@ -254,7 +236,7 @@ fn commit(parts: &Parts, batch: &[WriteRequest]) -> Result<Vec<Refused>, Storage
             out.insert(&parts.latest, key, keys::latest_value(ts_ms, &buf));
         }
     }
-    for ((tenant, device), (first, last)) in seen {
+    for ((tenant, device), (first, last)) in summary.seen {
         let key = keys::device(tenant, device);
         let stored = match parts.devices.get(&key).map_err(engine)? {
             Some(bytes) => Some(keys::split_seen(&bytes)?),
