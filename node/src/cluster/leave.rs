@@ -53,7 +53,7 @@ pub fn unsubscribe_when_removed(
                 _ = learned.wait_for(|removed| *removed) => {}
                 _ = stop.changed() => return,
             }
-            if cluster.is_removed() {
+            if cluster.check_removed() {
                 tracing::warn!(
                     node = me,
                     "this node was removed from the cluster: unsubscribing MQTT ingest and \

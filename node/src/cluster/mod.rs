@@ -248,10 +248,15 @@ impl Cluster {
     }
 
     /// Whether this node knows it was removed from the cluster (applied, or told by a peer).
+    /// A flag read, cheap enough for every ingested message: the flag is set by
+    /// [`Cluster::check_removed`] (at start, and on each applied change of this node) and by
+    /// heartbeat answers.
     pub fn is_removed(&self) -> bool {
-        if *self.inner.removed.borrow() {
-            return true;
-        }
+        *self.inner.removed.borrow()
+    }
+
+    /// Sets the removed flag when the applied state records this node's removal.
+    pub fn check_removed(&self) -> bool {
         let applied = self
             .inner
             .control
@@ -260,14 +265,14 @@ impl Cluster {
         if applied {
             self.learned_removed();
         }
-        applied
+        self.is_removed()
     }
 
     /// Turns true once this node knows it was removed (see [`Cluster::is_removed`]).
     pub fn removed_signal(&self) -> watch::Receiver<bool> {
         let rx = self.inner.removed.subscribe();
         // Starts removed: the applied state says so before any event.
-        self.is_removed();
+        self.check_removed();
         rx
     }
 
@@ -561,10 +566,12 @@ impl Cluster {
         }
     }
 
-    /// Applies shard moves to what this node serves, as Raft applies them.
+    /// Applies shard moves to what this node serves, and this node's removal to the removed
+    /// flag, as Raft applies them.
     async fn follow_moves(self, mut stop: watch::Receiver<bool>) {
         let mut events = self.inner.control.subscribe();
         let me = self.inner.me;
+        self.check_removed();
         loop {
             let event = tokio::select! {
                 // The next applied entry.
@@ -592,11 +599,15 @@ impl Cluster {
                         self.release(lost);
                     }
                 }
+                Ok(Applied::NodeChanged(info)) if info.id == me => {
+                    self.check_removed();
+                }
                 Ok(Applied::SnapshotInstalled { .. })
                 | Err(broadcast::error::RecvError::Lagged(_)) => {
                     let owned = self.owned();
                     let lost = self.serve().retain_owned(&owned);
                     self.release(lost);
+                    self.check_removed();
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Closed) => break,
