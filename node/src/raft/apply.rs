@@ -13,7 +13,8 @@ use crate::model::{Alarm, AlarmEvent, AlarmStatus, DeviceKey, Rule, Transition};
 use crate::shard::ShardId;
 
 use super::command::{
-    ControlCommand, ControlResponse, ENTRY_FORMAT, Entry, NodeInfo, NodeState, Rejection,
+    BatchSlots, ControlCommand, ControlResponse, ENTRY_FORMAT, Entry, NodeInfo, NodeState,
+    Rejection,
 };
 use super::outbox::{self, OutboxState};
 use super::registry::{DeviceRecord, apply_device};
@@ -158,6 +159,44 @@ fn apply_command<S: OutboxState>(
         return Ok(reject(Rejection::UnknownFormat(entry.format)));
     }
     match &entry.command {
+        ControlCommand::Batch(commands) => apply_batch(state, index, commands),
+        command => apply_one(state, index, command),
+    }
+}
+
+/// Applies the commands of one batch entry in order, each seeing `index` as its own; a command
+/// that may not share the entry with those before it is refused, the others still apply.
+fn apply_batch<S: OutboxState>(
+    state: &mut S,
+    index: u64,
+    commands: &[ControlCommand],
+) -> Result<Outcome, S::Error> {
+    let mut slots = BatchSlots::default();
+    let mut responses = Vec::with_capacity(commands.len());
+    let mut events = Vec::new();
+    for command in commands {
+        if !slots.take(command) {
+            responses.push(ControlResponse::Rejected(Rejection::NotBatchable));
+            continue;
+        }
+        let outcome = apply_one(state, index, command)?;
+        responses.push(outcome.response);
+        events.extend(outcome.events);
+    }
+    Ok(Outcome {
+        response: ControlResponse::Batch(responses),
+        events,
+    })
+}
+
+/// Applies one command (never a batch: `apply_batch` refuses nested ones).
+fn apply_one<S: OutboxState>(
+    state: &mut S,
+    index: u64,
+    command: &ControlCommand,
+) -> Result<Outcome, S::Error> {
+    match command {
+        ControlCommand::Batch(_) => Ok(reject(Rejection::NotBatchable)),
         ControlCommand::AssignShards {
             node,
             shards,

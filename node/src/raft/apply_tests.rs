@@ -113,6 +113,10 @@ fn kind(r: &ControlResponse) -> String {
         ControlResponse::Rejected(r) => format!("rejected: {r}"),
         ControlResponse::Device(d) => format!("device {:?}", d.as_ref().map(|d| &d.key.device)),
         ControlResponse::Delivered { removed } => format!("delivered {removed}"),
+        ControlResponse::Batch(rs) => {
+            let parts: Vec<String> = rs.iter().map(kind).collect();
+            format!("batch[{}]", parts.join("; "))
+        }
     }
 }
 
@@ -123,6 +127,9 @@ fn transitions_of(events: &[AlarmEvent]) -> String {
         .collect();
     format!("[{}]", names.join(","))
 }
+
+#[path = "batch_tests.rs"]
+mod batch;
 
 #[test]
 fn apply_table() {

@@ -116,6 +116,88 @@ pub enum ControlCommand {
     /// counted): their outbox rows are removed (`outbox.rs`). Not understood by builds
     /// before the outbox: mixed-version clusters are not supported for it.
     NotificationsDelivered { keys: Vec<DeliveryKey> },
+    /// Several commands agreed on in one entry, applied in order; the answer is
+    /// [`ControlResponse::Batch`], one answer per command. The proposer (`proposer.rs`) only
+    /// groups commands that [`batch_slot`] allows together: every command of the batch sees
+    /// the entry's log index as its own, so no two may take an id or a version from it for the
+    /// same thing. The state machine refuses a command that breaks this
+    /// ([`Rejection::NotBatchable`]). Not understood by builds before batching: mixed-version
+    /// clusters are not supported for it (as for `NotificationsDelivered`).
+    Batch(Vec<ControlCommand>),
+}
+
+/// Whether and how a command may share a Raft entry with others.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BatchSlot {
+    /// Alone in its entry: placement and liveness decisions (their epoch is the entry's index,
+    /// and two assignments sharing one epoch would break fencing), and batches themselves.
+    Alone,
+    /// Takes an id from the entry's index: at most one per entry (`RaiseAlarm`: alarm id).
+    IndexId,
+    /// Takes a version from the entry's index for one rule: at most one per rule and entry.
+    Rule { tenant: String, id: String },
+    /// Takes nothing from the index: any number per entry.
+    Free,
+}
+
+/// The [`BatchSlot`] of a command.
+pub fn batch_slot(cmd: &ControlCommand) -> BatchSlot {
+    match cmd {
+        ControlCommand::AssignShards { .. }
+        | ControlCommand::RegisterNode { .. }
+        | ControlCommand::SetNodeState { .. }
+        | ControlCommand::Batch(_) => BatchSlot::Alone,
+        ControlCommand::RaiseAlarm { .. } => BatchSlot::IndexId,
+        ControlCommand::PutRule { doc, .. } => BatchSlot::Rule {
+            tenant: doc
+                .tenant
+                .clone()
+                .unwrap_or_else(|| crate::model::DEFAULT_TENANT.to_owned()),
+            id: doc.id.clone(),
+        },
+        ControlCommand::DeleteRule { tenant, id, .. } => BatchSlot::Rule {
+            tenant: tenant.clone(),
+            id: id.clone(),
+        },
+        ControlCommand::ClearAlarm { .. }
+        | ControlCommand::AckAlarm { .. }
+        | ControlCommand::SetPendingTimers { .. }
+        | ControlCommand::Device(_)
+        | ControlCommand::NotificationsDelivered { .. } => BatchSlot::Free,
+    }
+}
+
+/// The slots taken so far by the commands of one batch: decides whether the next command may
+/// join it. Pure; used by the proposer to build batches and by the state machine to check them.
+#[derive(Debug, Default)]
+pub struct BatchSlots {
+    len: usize,
+    index_id: bool,
+    rules: std::collections::BTreeSet<(String, String)>,
+}
+
+impl BatchSlots {
+    /// Takes the slot of `cmd` and returns true when it may join the batch; false (nothing
+    /// taken) when it must go in another entry.
+    pub fn take(&mut self, cmd: &ControlCommand) -> bool {
+        let ok = match batch_slot(cmd) {
+            BatchSlot::Alone => false,
+            BatchSlot::IndexId => !std::mem::replace(&mut self.index_id, true),
+            BatchSlot::Rule { tenant, id } => self.rules.insert((tenant, id)),
+            BatchSlot::Free => true,
+        };
+        self.len += usize::from(ok);
+        ok
+    }
+
+    /// Commands taken so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// The answer of applying one entry.
@@ -143,6 +225,8 @@ pub enum ControlResponse {
     Device(Option<DeviceRecord>),
     /// `removed` outbox rows were removed by `NotificationsDelivered`.
     Delivered { removed: usize },
+    /// The answers of a [`ControlCommand::Batch`], in the order of its commands.
+    Batch(Vec<ControlResponse>),
 }
 
 /// Why the state machine refused an entry.
@@ -168,6 +252,9 @@ pub enum Rejection {
     /// entry was decided on a stale view (a deposed leader's, say).
     #[error("node {0} was removed from the cluster")]
     NodeRemoved(u64),
+    /// A command in a batch it may not share (see [`BatchSlots`]); nothing of it was applied.
+    #[error("command may not share a Raft entry with the commands before it")]
+    NotBatchable,
 }
 
 /// Liveness of a node as the control plane records it.

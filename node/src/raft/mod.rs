@@ -29,6 +29,7 @@ pub mod mem_state;
 pub mod network;
 pub mod ops;
 pub mod outbox;
+pub mod proposer;
 pub mod registry;
 pub mod state_machine;
 pub mod tables;
@@ -41,7 +42,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::metrics::WaitError;
 use openraft::{BasicNode, Config, RaftMetrics, ServerState, SnapshotPolicy};
 use redb::Database;
@@ -105,6 +106,8 @@ struct Inner {
     committed: Arc<AtomicU64>,
     /// Taken by the first `shutdown`.
     running: Mutex<Option<Running>>,
+    /// Groups concurrent writes proposed here into shared entries (`proposer.rs`).
+    proposer: proposer::Proposer,
     /// Sends writes to the leader when this node is not it (set once by `cluster/`).
     forwarder: std::sync::OnceLock<Arc<dyn LeaderForward>>,
     /// When this node last acknowledged a leader, per term (recorded by the peer service).
@@ -143,6 +146,7 @@ pub struct OpenOptions {
 struct Running {
     stop_metrics: oneshot::Sender<()>,
     metrics_task: JoinHandle<()>,
+    proposer_task: JoinHandle<()>,
     /// Yields `None` once every store clone (held by openraft's tasks) is dropped.
     released: mpsc::Receiver<()>,
 }
@@ -242,6 +246,7 @@ impl ControlPlane {
         let raft = Raft::new(node_id, Arc::new(config), network, log, sm).await?;
         let (stop_metrics, stop_rx) = oneshot::channel();
         let metrics_task = tokio::spawn(export_metrics(raft.metrics(), stop_rx));
+        let (proposer, proposer_task) = proposer::Proposer::spawn(raft.clone(), WRITE_TIMEOUT);
         let cp = ControlPlane {
             inner: Arc::new(Inner {
                 node_id,
@@ -253,8 +258,10 @@ impl ControlPlane {
                 running: Mutex::new(Some(Running {
                     stop_metrics,
                     metrics_task,
+                    proposer_task,
                     released,
                 })),
+                proposer,
                 forwarder: std::sync::OnceLock::new(),
                 contact: Arc::default(),
             }),
@@ -391,31 +398,13 @@ impl ControlPlane {
         self.write_local_indexed(cmd).await.map(|(_, r)| r)
     }
 
-    /// [`write_local`](Self::write_local), also returning the entry's log index.
+    /// [`write_local`](Self::write_local), also returning the entry's log index (shared by
+    /// the writes batched into the same entry, `proposer.rs`).
     pub async fn write_local_indexed(
         &self,
         cmd: ControlCommand,
     ) -> Result<(u64, ControlResponse), ControlError> {
-        let write = self.inner.raft.client_write(Entry::new(cmd));
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Err(_) => Err(ControlError::unavailable(format!(
-                "write not committed within {WRITE_TIMEOUT:?}; it may still be applied"
-            ))),
-            Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
-            Ok(Err(RaftError::Fatal(f))) => Err(f.into()),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                match (f.leader_id, f.leader_node) {
-                    (Some(leader), Some(node)) => Err(ControlError::NotLeader {
-                        leader,
-                        addr: node.addr,
-                    }),
-                    _ => Err(ControlError::unavailable("no control-plane leader")),
-                }
-            }
-            Ok(Err(RaftError::APIError(e @ ClientWriteError::ChangeMembershipError(_)))) => {
-                Err(ControlError::fatal(e))
-            }
-        }
+        self.inner.proposer.propose(cmd, WRITE_TIMEOUT).await
     }
 
     /// All rules, from the in-memory cache (kept in sync by apply).
@@ -542,6 +531,7 @@ impl ControlPlane {
             return;
         };
         let _ = running.stop_metrics.send(());
+        running.proposer_task.abort();
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft core task ended abnormally");
         }

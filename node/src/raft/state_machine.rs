@@ -302,6 +302,25 @@ impl StateMachineStore {
     }
 }
 
+/// Logs refused commands (each command of a batch on its own) and counts refused alarm writes.
+fn note_rejections(index: u64, cmd: &ControlCommand, response: &ControlResponse) {
+    match (cmd, response) {
+        (ControlCommand::Batch(cmds), ControlResponse::Batch(responses)) => {
+            for (cmd, response) in cmds.iter().zip(responses) {
+                note_rejections(index, cmd, response);
+            }
+        }
+        (cmd, ControlResponse::Rejected(r)) => {
+            tracing::debug!(index, rejection = %r, "entry rejected");
+            if is_alarm_command(cmd) {
+                let reason = rejection_reason(r);
+                metrics::counter!(ALARM_REJECTED, "reason" => reason).increment(1);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn is_alarm_command(cmd: &ControlCommand) -> bool {
     matches!(
         cmd,
@@ -320,6 +339,7 @@ fn rejection_reason(r: &Rejection) -> &'static str {
         Rejection::NoSuchNode(_) => "no_such_node",
         Rejection::NoSuchDevice(_) => "no_such_device",
         Rejection::NodeRemoved(_) => "node_removed",
+        Rejection::NotBatchable => "not_batchable",
     }
 }
 
@@ -354,13 +374,7 @@ fn apply_batch(
                 EntryPayload::Blank => ControlResponse::Unchanged,
                 EntryPayload::Normal(e) => {
                     let outcome = apply(&mut view, entry.log_id.index, e)?;
-                    if let ControlResponse::Rejected(r) = &outcome.response {
-                        tracing::debug!(index = entry.log_id.index, rejection = %r, "entry rejected");
-                        if is_alarm_command(&e.command) {
-                            let reason = rejection_reason(r);
-                            metrics::counter!(ALARM_REJECTED, "reason" => reason).increment(1);
-                        }
-                    }
+                    note_rejections(entry.log_id.index, &e.command, &outcome.response);
                     events.extend(outcome.events);
                     outcome.response
                 }

@@ -133,35 +133,55 @@ pub fn stale_epochs_refused(obs: &Observations) -> Result<(), String> {
     for (node, applied) in &obs.applied {
         let mut current: BTreeMap<u32, u64> = BTreeMap::new();
         for (index, e) in applied {
-            let (shard, epoch) = match &e.command {
-                Some(ControlCommand::AssignShards { shards, .. }) => {
-                    if let ControlResponse::ShardsAssigned { epoch } = e.response {
-                        for s in shards {
-                            current.insert(*s, epoch);
+            let Some(command) = &e.command else { continue };
+            for (command, response) in commands(command, &e.response) {
+                let (shard, epoch) = match command {
+                    ControlCommand::AssignShards { shards, .. } => {
+                        if let ControlResponse::ShardsAssigned { epoch } = response {
+                            for s in shards {
+                                current.insert(*s, *epoch);
+                            }
                         }
+                        continue;
                     }
+                    ControlCommand::RaiseAlarm { shard, epoch, .. }
+                    | ControlCommand::ClearAlarm { shard, epoch, .. } => (*shard, *epoch),
+                    _ => continue,
+                };
+                // A command refused for its place in a batch was never looked at.
+                if *response == ControlResponse::Rejected(Rejection::NotBatchable) {
                     continue;
                 }
-                Some(ControlCommand::RaiseAlarm { shard, epoch, .. })
-                | Some(ControlCommand::ClearAlarm { shard, epoch, .. }) => (*shard, *epoch),
-                _ => continue,
-            };
-            // An unassigned shard has no owner: nothing may write for it.
-            let now = current.get(&shard).copied();
-            let refused = matches!(
-                e.response,
-                ControlResponse::Rejected(Rejection::StaleEpoch { .. })
-            );
-            if refused == (Some(epoch) == now) {
-                let verdict = if refused { "refused" } else { "accepted" };
-                return Err(format!(
-                    "node {node} index {index}: alarm write for shard {shard} epoch {epoch} \
-                     {verdict} while the shard's epoch is {now:?}"
-                ));
+                // An unassigned shard has no owner: nothing may write for it.
+                let now = current.get(&shard).copied();
+                let refused = matches!(
+                    response,
+                    ControlResponse::Rejected(Rejection::StaleEpoch { .. })
+                );
+                if refused == (Some(epoch) == now) {
+                    let verdict = if refused { "refused" } else { "accepted" };
+                    return Err(format!(
+                        "node {node} index {index}: alarm write for shard {shard} epoch {epoch} \
+                         {verdict} while the shard's epoch is {now:?}"
+                    ));
+                }
             }
         }
     }
     Ok(())
+}
+
+/// The commands of an entry with their answers: the entry's own, or each of a batch's.
+fn commands<'a>(
+    command: &'a ControlCommand,
+    response: &'a ControlResponse,
+) -> Vec<(&'a ControlCommand, &'a ControlResponse)> {
+    match (command, response) {
+        (ControlCommand::Batch(cmds), ControlResponse::Batch(responses)) => {
+            cmds.iter().zip(responses).collect()
+        }
+        _ => vec![(command, response)],
+    }
 }
 
 /// Starling: at most one active alarm per (device, rule) on every node, after every entry.
@@ -270,6 +290,37 @@ mod tests {
             3,
             entry(1, 3, Some(raise(0)), ControlResponse::Unchanged),
         );
+        assert!(stale_epochs_refused(&o).unwrap_err().contains("index 3"));
+    }
+
+    #[test]
+    fn an_accepted_stale_alarm_write_inside_a_batch_is_caught() {
+        let assign = ControlCommand::AssignShards {
+            node: 1,
+            shards: vec![0],
+            at_ms: 0,
+            activate_after_ms: 0,
+        };
+        let mut o = Observations::default();
+        let assigned = ControlResponse::ShardsAssigned { epoch: 1 };
+        o.applied(1, 1, entry(1, 1, Some(assign.clone()), assigned));
+        // A placement refused for sharing an entry changes no epoch; the stale write after it
+        // was refused as it should be.
+        let batch = ControlCommand::Batch(vec![assign, raise(0), raise(1)]);
+        let answers = ControlResponse::Batch(vec![
+            ControlResponse::Rejected(Rejection::NotBatchable),
+            ControlResponse::Rejected(Rejection::StaleEpoch {
+                shard: 0,
+                entry: 0,
+                current: 1,
+            }),
+            ControlResponse::Unchanged,
+        ]);
+        o.applied(1, 2, entry(1, 2, Some(batch), answers));
+        assert!(stale_epochs_refused(&o).is_ok());
+        let batch = ControlCommand::Batch(vec![raise(1), raise(0)]);
+        let answers = ControlResponse::Batch(vec![ControlResponse::Unchanged; 2]);
+        o.applied(1, 3, entry(1, 3, Some(batch), answers));
         assert!(stale_epochs_refused(&o).unwrap_err().contains("index 3"));
     }
 

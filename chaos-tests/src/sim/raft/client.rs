@@ -187,7 +187,17 @@ impl Client {
         }
     }
 
+    /// The next command: one in five is a batch of two to four commands drawn the same way,
+    /// any mix (the state machine refuses those that may not share an entry).
     fn next_command(&mut self) -> ControlCommand {
+        if self.rng.below(5) == 0 {
+            let n = self.rng.between(2, 4);
+            return ControlCommand::Batch((0..n).map(|_| self.one_command()).collect());
+        }
+        self.one_command()
+    }
+
+    fn one_command(&mut self) -> ControlCommand {
         let at_ms = now_ms() as i64;
         let shard = self.rng.below(SHARDS) as ShardId;
         match self.rng.below(10) {
