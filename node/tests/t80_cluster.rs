@@ -82,6 +82,49 @@ async fn publish_through_kill(tc: &mut TestCluster, w: &Workload, victim: u64) {
     assert_eq!(report.acked, w.total(), "every message acknowledged");
 }
 
+/// 32 rules applied at once through a follower (its proposer forwards what queues up to the
+/// leader as batch entries): each write gets its own answer, and every node holds each rule
+/// at the version its write was answered with.
+async fn concurrent_rule_writes_on_a_follower(tc: &TestCluster, follower: u64) {
+    let fc = tc.client_of(follower).expect("client");
+    let before = fc.cluster_status().await.expect("status").commit_index;
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let fc = fc.clone();
+        writes.spawn(async move {
+            let doc = format!(
+                r#"{{"id":"many-{i}","condition":{{"threshold":{{"metric":"load","op":">","value":{i}}}}},"severity":"minor"}}"#
+            );
+            (i, fc.apply_rule(&doc, "json").await)
+        });
+    }
+    let mut versions = Vec::new();
+    while let Some(joined) = writes.join_next().await {
+        let (i, answer) = joined.expect("task");
+        versions.push((i, answer.expect("apply").version));
+    }
+    let after = fc.cluster_status().await.expect("status").commit_index;
+    println!(
+        "32 concurrent rule writes took {} log entries",
+        after - before
+    );
+    for id in [1, 2, 3] {
+        let c = tc.client_of(id).expect("client");
+        for (i, version) in &versions {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.get_rule(&format!("many-{i}")).await {
+                    Ok(r) if r.version == *version => break,
+                    _ if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    other => panic!("node {id}: many-{i} is {other:?}, want version {version}"),
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failover_keeps_every_acknowledged_point_and_one_alarm() {
     let _ = bin();
@@ -112,6 +155,7 @@ async fn failover_keeps_every_acknowledged_point_and_one_alarm() {
 
     let leader_id = leader(&client).await.expect("leader");
     let follower = [1, 2, 3].into_iter().find(|n| *n != leader_id).expect("f");
+    concurrent_rule_writes_on_a_follower(&tc, follower).await;
 
     // An alarm raised on the follower's device.
     let hot = device_owned_by(&client, follower, "hot-").await;

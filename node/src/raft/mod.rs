@@ -109,7 +109,7 @@ struct Inner {
     /// Groups concurrent writes proposed here into shared entries (`proposer.rs`).
     proposer: proposer::Proposer,
     /// Sends writes to the leader when this node is not it (set once by `cluster/`).
-    forwarder: std::sync::OnceLock<Arc<dyn LeaderForward>>,
+    forwarder: proposer::Forwarder,
     /// When this node last acknowledged a leader, per term (recorded by the peer service).
     contact: Arc<contact::LeaderContact>,
 }
@@ -246,7 +246,9 @@ impl ControlPlane {
         let raft = Raft::new(node_id, Arc::new(config), network, log, sm).await?;
         let (stop_metrics, stop_rx) = oneshot::channel();
         let metrics_task = tokio::spawn(export_metrics(raft.metrics(), stop_rx));
-        let (proposer, proposer_task) = proposer::Proposer::spawn(raft.clone(), WRITE_TIMEOUT);
+        let forwarder = proposer::Forwarder::default();
+        let (proposer, proposer_task) =
+            proposer::Proposer::spawn(raft.clone(), forwarder.clone(), WRITE_TIMEOUT);
         let cp = ControlPlane {
             inner: Arc::new(Inner {
                 node_id,
@@ -262,7 +264,7 @@ impl ControlPlane {
                     released,
                 })),
                 proposer,
-                forwarder: std::sync::OnceLock::new(),
+                forwarder,
                 contact: Arc::default(),
             }),
         };
@@ -404,7 +406,7 @@ impl ControlPlane {
         &self,
         cmd: ControlCommand,
     ) -> Result<(u64, ControlResponse), ControlError> {
-        self.inner.proposer.propose(cmd, WRITE_TIMEOUT).await
+        self.inner.proposer.propose(cmd, false, WRITE_TIMEOUT).await
     }
 
     /// All rules, from the in-memory cache (kept in sync by apply).

@@ -52,9 +52,10 @@ impl ControlPlane {
         let _ = self.inner.forwarder.set(forwarder);
     }
 
-    /// `write` with forwarding: local when leading, else through the forwarder; retried while
-    /// there is no leader or the leader moved, until `timeout`. A timed-out attempt is never
-    /// repeated (it may still commit).
+    /// `write` with forwarding: local when leading, else to the leader (writes proposed
+    /// together travel as one batch, `proposer.rs`); retried while there is no leader or the
+    /// leader moved, until `timeout`. A timed-out attempt is never repeated (it may still
+    /// commit). With `read_your_writes`, answered once this node has applied the entry too.
     pub(super) async fn write_forwarding(
         &self,
         cmd: ControlCommand,
@@ -63,21 +64,15 @@ impl ControlPlane {
     ) -> Result<ControlResponse, ControlError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let attempt = match self.write_local(cmd.clone()).await {
-                Err(ControlError::NotLeader { leader, addr }) => match self.inner.forwarder.get() {
-                    Some(f) => match f.forward(leader, &addr, &cmd).await {
-                        // Read your writes: answer once this node has applied it too.
-                        Ok((index, response)) => {
-                            if read_your_writes {
-                                self.wait_applied(index, deadline).await?;
-                            }
-                            Ok(response)
-                        }
-                        Err(e) => Err(e),
-                    },
-                    None => Err(ControlError::NotLeader { leader, addr }),
-                },
-                other => other,
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = match self.inner.proposer.propose(cmd.clone(), true, left).await {
+                Ok((index, response)) => {
+                    if read_your_writes {
+                        self.wait_applied(index, deadline).await?;
+                    }
+                    Ok(response)
+                }
+                Err(e) => Err(e),
             };
             match attempt {
                 Err(e @ (ControlError::NotLeader { .. } | ControlError::Unavailable { .. }))

@@ -12,8 +12,12 @@
 //! command that may not join the batch being built starts the next one, so no write waits for
 //! more than the entries in flight ahead of it.
 //!
-//! What it does not do: forwarding (a follower's proposer is refused with `NotLeader` and each
-//! caller forwards its own write, `ops.rs`), or retrying.
+//! On a follower, the leader refuses the entry with `NotLeader`; a batch of writes proposed
+//! by this node's own callers is then forwarded to the leader as it is, in one peer call (the
+//! leader proposes it as one entry). Writes that arrived forwarded from a peer are never
+//! forwarded again (one hop at most): they get `NotLeader` and their sender retries.
+//!
+//! What it does not do: retrying (`ops.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +28,11 @@ use tokio::task::JoinHandle;
 
 use super::command::{BatchSlots, ControlCommand, ControlResponse, Entry};
 use super::error::ControlError;
+use super::ops::LeaderForward;
 use super::types::Raft;
+
+/// The leader forwarder, installed once by `cluster/` after the control plane opened.
+pub type Forwarder = Arc<std::sync::OnceLock<Arc<dyn LeaderForward>>>;
 
 /// Entries proposed and not yet answered, at most. One entry in flight would serialize the
 /// writes behind each round trip; many would let the queue drain into small entries again.
@@ -38,6 +46,8 @@ pub type Answer = Result<(u64, ControlResponse), ControlError>;
 
 struct Proposal {
     cmd: ControlCommand,
+    /// Whether the write may be forwarded to the leader (false: it came from a peer).
+    forward: bool,
     reply: oneshot::Sender<Answer>,
 }
 
@@ -49,18 +59,22 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the proposer task over `raft`; `timeout` bounds each entry's commit.
-    pub fn spawn(raft: Raft, timeout: Duration) -> (Self, JoinHandle<()>) {
+    pub fn spawn(raft: Raft, forwarder: Forwarder, timeout: Duration) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(raft, rx, timeout));
+        let task = tokio::spawn(run(Target { raft, forwarder }, rx, timeout));
         (Self { tx }, task)
     }
 
-    /// Proposes `cmd` and waits for its answer, at most `timeout`. A write that timed out may
-    /// still be committed later.
-    pub async fn propose(&self, cmd: ControlCommand, timeout: Duration) -> Answer {
+    /// Proposes `cmd` and waits for its answer, at most `timeout`; with `forward`, through the
+    /// leader when this node is not it. A write that timed out may still be committed later.
+    pub async fn propose(&self, cmd: ControlCommand, forward: bool, timeout: Duration) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Proposal { cmd, reply })
+            .send(Proposal {
+                cmd,
+                forward,
+                reply,
+            })
             .map_err(|_| ControlError::Stopped)?;
         match tokio::time::timeout(timeout, answer).await {
             Err(_) => Err(not_committed(timeout)),
@@ -76,8 +90,15 @@ fn not_committed(timeout: Duration) -> ControlError {
     ))
 }
 
+/// Where entries go: this node's Raft, else the leader through the forwarder.
+#[derive(Clone)]
+struct Target {
+    raft: Raft,
+    forwarder: Forwarder,
+}
+
 /// Builds entries from the queue until every [`Proposer`] handle is dropped.
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>, timeout: Duration) {
+async fn run(target: Target, mut rx: mpsc::UnboundedReceiver<Proposal>, timeout: Duration) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut carried: Option<Proposal> = None;
     loop {
@@ -97,7 +118,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>, timeout: Dur
         if slots.take(&batch[0].cmd) {
             while batch.len() < MAX_BATCH {
                 let Ok(next) = rx.try_recv() else { break };
-                if slots.take(&next.cmd) {
+                if next.forward == batch[0].forward && slots.take(&next.cmd) {
                     batch.push(next);
                 } else {
                     carried = Some(next);
@@ -105,13 +126,13 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>, timeout: Dur
                 }
             }
         }
-        tokio::spawn(commit(raft.clone(), batch, permit, timeout));
+        tokio::spawn(commit(target.clone(), batch, permit, timeout));
     }
 }
 
 /// Proposes one entry for `batch` and answers each of its writes.
 async fn commit(
-    raft: Raft,
+    target: Target,
     mut batch: Vec<Proposal>,
     permit: OwnedSemaphorePermit,
     timeout: Duration,
@@ -123,7 +144,19 @@ async fn commit(
             batch.iter().map(|p| p.cmd.clone()).collect(),
         ))
     };
-    let answer = write(&raft, entry, timeout).await;
+    let started = tokio::time::Instant::now();
+    let mut answer = write(&target.raft, &entry, timeout).await;
+    if let Err(ControlError::NotLeader { leader, addr }) = &answer
+        && batch[0].forward
+        && let Some(forwarder) = target.forwarder.get()
+    {
+        let left = timeout.saturating_sub(started.elapsed());
+        let forwarded = forwarder.forward(*leader, addr, &entry.command);
+        answer = match tokio::time::timeout(left, forwarded).await {
+            Ok(answer) => answer,
+            Err(_) => Err(not_committed(timeout)),
+        };
+    }
     drop(permit);
     match answer {
         Ok((index, response)) if batch.len() == 1 => {
@@ -152,8 +185,8 @@ async fn commit(
 }
 
 /// Proposes one entry on this node.
-async fn write(raft: &Raft, entry: Entry, timeout: Duration) -> Answer {
-    match tokio::time::timeout(timeout, raft.client_write(entry)).await {
+async fn write(raft: &Raft, entry: &Entry, timeout: Duration) -> Answer {
+    match tokio::time::timeout(timeout, raft.client_write(entry.clone())).await {
         Err(_) => Err(not_committed(timeout)),
         Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
         Ok(Err(RaftError::Fatal(f))) => Err(f.into()),
