@@ -8,7 +8,8 @@
 //! - [`Client`] / [`ClientBuilder`]: one method per API call, with failover across several
 //!   endpoints when a call fails as UNAVAILABLE.
 //! - Telemetry: [`Client::publish`], [`Client::publish_stream`] (acknowledged in order, each
-//!   once durable), [`Client::query_all`], [`Client::latest`], [`Client::aggregate_all`],
+//!   once durable), [`Client::query_all`], [`Client::query_series_all`] (columnar: one
+//!   series per metric, 100,000 points per page), [`Client::latest`], [`Client::aggregate_all`],
 //!   [`Client::subscribe`] (points as they are stored).
 //! - Alerts: [`Client::list_alarms`], [`Client::ack_alarm`], [`Client::watch_alarms`].
 //! - [`Error`]: what a caller can match on (not found, invalid argument, unavailable, …).
@@ -70,6 +71,7 @@ mod api;
 mod client;
 mod error;
 mod profile;
+mod series;
 mod streams;
 
 pub use starling_proto::v1 as proto;

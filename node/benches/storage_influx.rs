@@ -40,7 +40,10 @@ const DEVICES: usize = 3;
 const WRITERS_PER_DEVICE: usize = 2;
 const PER_REQUEST: usize = 1_000;
 const DAY_MS: i64 = 86_400_000;
+/// Aggregate pages (intervals); the raw day is read in columnar pages of the server's
+/// largest size, 100,000 points (one page for the day).
 const PAGE: u32 = 10_000;
+const COLUMNAR_PAGE: u32 = 100_000;
 const REPEATS: usize = 3;
 /// The device whose day and month are read.
 const READ_DEVICE: usize = 1;
@@ -256,10 +259,25 @@ async fn run_starling(bin: &Path, w: &Workload) -> anyhow::Result<Figures> {
             metric: "temp".into(),
             from_ms: day_from,
             to_ms: day_to,
-            page_size: PAGE,
-            page_token: String::new(),
+            page_size: COLUMNAR_PAGE,
+            ..Default::default()
         };
-        Ok(client.query_all(request).await?.len())
+        let series = client.query_series_all(request).await?;
+        ensure!(
+            series.len() == 1,
+            "starling raw day returned {} series",
+            series.len()
+        );
+        let (ts, numbers) = (&series[0].ts_ms, &series[0].numbers);
+        ensure!(
+            ts.windows(2).all(|w| w[0] < w[1])
+                && ts.first().is_some_and(|t| *t >= day_from)
+                && ts.last().is_some_and(|t| *t < day_to)
+                && numbers.len() == ts.len()
+                && numbers.iter().all(|n| n.is_finite()),
+            "starling raw day: points out of order, out of range or not numbers"
+        );
+        Ok(ts.len())
     })
     .await?;
     ensure!(

@@ -76,6 +76,22 @@ pub fn point_to_pb(p: &model::Point) -> pb::Point {
     }
 }
 
+/// A page of points ordered by (metric, ts) as columns: one series per metric (layout in
+/// `starling_proto::series`; stored numbers are never NaN, ingest refuses them, so NaN
+/// marks a non-number unambiguously).
+pub fn points_to_series(points: &[model::Point]) -> Vec<pb::Series> {
+    let mut out = Vec::new();
+    for p in points {
+        starling_proto::series::push_point(
+            &mut out,
+            &p.metric,
+            p.ts_ms,
+            Some(value_to_pb(&p.value)),
+        );
+    }
+    out
+}
+
 /// A published sample, before validation of names and values (see `ingest::payload`).
 pub fn sample_from_pb(s: &pb::Sample, index: usize) -> Result<model::Sample, FieldError> {
     let mut values: Vec<(String, model::Value)> = Vec::with_capacity(s.values.len());
@@ -188,6 +204,36 @@ mod tests {
                 .unwrap_err()
                 .field,
             "samples[0].values[x]"
+        );
+    }
+
+    #[test]
+    fn stored_points_become_series() {
+        let d = model::DeviceKey::new("t", "d");
+        let p = |metric: &str, ts_ms, value| model::Point {
+            device: d.clone(),
+            metric: metric.into(),
+            ts_ms,
+            value,
+        };
+        let text = model::Value::Text("on".into());
+        let series = points_to_series(&[
+            p("a", 1, model::Value::Number(1.5)),
+            p("a", 2, text.clone()),
+            p("b", 3, model::Value::Number(2.0)),
+        ]);
+        assert_eq!(series.len(), 2);
+        assert_eq!(
+            (series[0].metric.as_str(), &series[0].ts_ms[..]),
+            ("a", &[1, 2][..])
+        );
+        assert_eq!(series[0].numbers[0], 1.5);
+        assert!(series[0].numbers[1].is_nan());
+        assert_eq!(series[0].other_at, [1]);
+        assert_eq!(value_from_pb(&series[0].others[0], "v").unwrap(), text);
+        assert_eq!(
+            (series[1].metric.as_str(), &series[1].numbers[..]),
+            ("b", &[2.0][..])
         );
     }
 

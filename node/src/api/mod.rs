@@ -248,6 +248,19 @@ impl pb::cluster_server::Cluster for ClusterApi {
 /// Default and maximum page sizes of list and query calls.
 const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 10_000;
+/// Maximum page of a columnar range query: a point costs 16 bytes there (timestamp and
+/// number, packed) instead of a message with three strings, so 100,000 points are ~1.6 MB.
+const MAX_COLUMNAR_PAGE: usize = 100_000;
+
+/// The page size of a range query: rows are capped at [`MAX_PAGE`], columns at
+/// [`MAX_COLUMNAR_PAGE`]; 0 means [`DEFAULT_PAGE`] for both.
+fn query_page_size(requested: u32, columnar: bool) -> usize {
+    match (requested, columnar) {
+        (0, _) => DEFAULT_PAGE,
+        (n, true) => (n as usize).min(MAX_COLUMNAR_PAGE),
+        (n, false) => (n as usize).min(MAX_PAGE),
+    }
+}
 
 fn page_size(requested: u32) -> usize {
     match requested {
@@ -262,4 +275,35 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes() {
+        let cases = [
+            // (requested, columnar, page)
+            (0, false, DEFAULT_PAGE),
+            (0, true, DEFAULT_PAGE),
+            (1, false, 1),
+            (500, true, 500),
+            (10_000, false, 10_000),
+            (10_001, false, MAX_PAGE),
+            (10_001, true, 10_001),
+            (100_000, true, 100_000),
+            (u32::MAX, true, MAX_COLUMNAR_PAGE),
+            (u32::MAX, false, MAX_PAGE),
+        ];
+        for (requested, columnar, page) in cases {
+            assert_eq!(
+                query_page_size(requested, columnar),
+                page,
+                "{requested} {columnar}"
+            );
+        }
+        assert_eq!(page_size(0), DEFAULT_PAGE);
+        assert_eq!(page_size(u32::MAX), MAX_PAGE);
+    }
 }

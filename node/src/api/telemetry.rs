@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::{ApiError, ApiState, convert, now_ms, page_size};
+use super::{ApiError, ApiState, convert, now_ms, page_size, query_page_size};
 use crate::storage::RangeQuery;
 use crate::storage::aggregate::{AggregateQuery, Function};
 
@@ -187,17 +187,22 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
             metric: (!r.metric.is_empty()).then_some(r.metric),
             from_ms: r.from_ms,
             to_ms: if r.to_ms == 0 { i64::MAX } else { r.to_ms },
-            limit: page_size(r.page_size),
+            limit: query_page_size(r.page_size, r.columnar),
             page_token: (!r.page_token.is_empty()).then_some(r.page_token),
         };
         let routed = self.0.reads.query(q).await.map_err(ApiError::from)?;
+        let points = &routed.value.points;
+        let (points, series) = if r.columnar {
+            (Vec::new(), convert::points_to_series(points))
+        } else {
+            (
+                points.iter().map(convert::point_to_pb).collect(),
+                Vec::new(),
+            )
+        };
         Ok(Response::new(pb::QueryResponse {
-            points: routed
-                .value
-                .points
-                .iter()
-                .map(convert::point_to_pb)
-                .collect(),
+            points,
+            series,
             next_page_token: routed.value.next.unwrap_or_default(),
             partial: routed.partial,
         }))

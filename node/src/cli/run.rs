@@ -151,7 +151,7 @@ async fn telemetry(ctx: &Ctx, command: &TelemetryCommand) -> Outcome {
                 from_ms: time_arg("from", from.as_ref(), 0)?,
                 to_ms: time_arg("to", to.as_ref(), now)?,
                 page_size: limit.map_or(0, |l| l.clamp(1, MAX_PAGE)),
-                page_token: String::new(),
+                ..Default::default()
             };
             let points = match limit {
                 None => ctx.client.query_all(request).await?,
