@@ -5,9 +5,10 @@
 //!    default settings; a Mosquitto too, since a node is ready only once subscribed).
 //!    `BENCH_CLIENTS` tasks (default 64) each apply a small valid JSON threshold rule through
 //!    the SDK, over and over (its own rule id, a new threshold each time), for
-//!    `BENCH_SECONDS` (default 10) after a 1 s warm-up. Each apply is one Raft entry
-//!    (`PutRule`), forwarded to the leader by followers, answered once committed and applied;
-//!    the Raft log and the state machine each commit durably (redb, `Durability::Immediate`).
+//!    `BENCH_SECONDS` (default 10) after a 1 s warm-up. Each apply is one `PutRule` command;
+//!    concurrent commands share Raft entries (group commit, `raft/proposer.rs`), a follower
+//!    forwards its batch to the leader in one call, and each is answered once its entry is
+//!    committed and applied. The Raft log is a group-committed journal (fdatasync).
 //! 2. **etcd.** Three members of Debian's `etcd-server` (3.4) on loopback, data in a temp
 //!    dir, default settings (fsync on), mTLS on client and peer ports with the same
 //!    certificates Starling used. The same number of tasks each put the same document bytes

@@ -9,7 +9,8 @@
 //! group commit with fsync; InfluxDB: WAL with `wal-fsync-delay = 0s`, its default).
 //!
 //! - Starling: `starling dev` (the binary under test, release build under `cargo bench`),
-//!   embedded store, gRPC over TLS through the SDK: `publish`, `query` pages of 10,000,
+//!   embedded store, gRPC over TLS through the SDK: `publish`, columnar `query` pages of
+//!   100,000 (`query_series_all`; also timed as rows, pages of 10,000, for reference),
 //!   `aggregate` pages of 10,000 (answered from 1-minute rollups computed at ingest).
 //! - InfluxDB 1.6: `influxd` with a generated config (HTTP on a free port, no reporting, no
 //!   internal monitor store, no query log), line protocol over HTTP/1.0 (`precision=ms`),
@@ -99,10 +100,11 @@ fn main() -> anyhow::Result<()> {
             );
         }
         println!(
-            "ratios starling/influx: ingest points/s {:.2}, raw day time {:.2}, 1m avg time {:.2}, \
-             bytes/point {:.2}",
+            "ratios starling/influx: ingest points/s {:.2}, raw day time {:.2} (as rows {:.2}), \
+             1m avg time {:.2}, bytes/point {:.2}",
             s.ingest_rate / i.ingest_rate,
             s.raw_day.as_secs_f64() / i.raw_day.as_secs_f64(),
+            s.raw_day_rows.unwrap_or_default().as_secs_f64() / i.raw_day.as_secs_f64(),
             s.avg_time.as_secs_f64() / i.avg_time.as_secs_f64(),
             s.bytes as f64 / i.bytes as f64,
         );
@@ -152,6 +154,8 @@ impl Workload {
 struct Figures {
     ingest_rate: f64,
     raw_day: Duration,
+    /// Starling only: the raw day read as rows instead of columns.
+    raw_day_rows: Option<Duration>,
     raw_points: usize,
     avg_time: Duration,
     /// (interval start, mean) of the 1-minute average.
@@ -172,6 +176,12 @@ fn print(name: &str, f: &Figures) {
         f.bytes as f64 / f.points as f64,
         f.bytes
     );
+    if let Some(rows) = f.raw_day_rows {
+        println!(
+            "{name}: raw day as rows (pages of {PAGE}) {:.1} ms",
+            rows.as_secs_f64() * 1000.0
+        );
+    }
 }
 
 /// Allocated bytes of every file under `path`.
@@ -284,6 +294,24 @@ async fn run_starling(bin: &Path, w: &Workload) -> anyhow::Result<Figures> {
         raw_points as i64 == DAY_MS / w.step_ms,
         "starling raw day returned {raw_points} points"
     );
+    // The same day as rows (pages of 10,000 points, one message per point): what the
+    // columnar answer is measured against.
+    let (raw_day_rows, rows) = best_of(|| async {
+        let request = QueryRequest {
+            device: device.clone(),
+            metric: "temp".into(),
+            from_ms: day_from,
+            to_ms: day_to,
+            page_size: PAGE,
+            ..Default::default()
+        };
+        Ok(client.query_all(request).await?.len())
+    })
+    .await?;
+    ensure!(
+        rows == raw_points,
+        "starling raw day as rows returned {rows} points"
+    );
     let (avg_time, avg) = best_of(|| async {
         let request = AggregateRequest {
             tenant: String::new(),
@@ -307,6 +335,7 @@ async fn run_starling(bin: &Path, w: &Workload) -> anyhow::Result<Figures> {
     Ok(Figures {
         ingest_rate,
         raw_day,
+        raw_day_rows: Some(raw_day_rows),
         raw_points,
         avg_time,
         avg,
@@ -482,6 +511,7 @@ async fn run_influx(bin: &Path, w: &Workload) -> anyhow::Result<Figures> {
     Ok(Figures {
         ingest_rate,
         raw_day,
+        raw_day_rows: None,
         raw_points,
         avg_time,
         avg,
