@@ -9,6 +9,12 @@ use std::process::ExitCode;
 use starling_node::cli::{self, Command, ServeArgs, TopCommand};
 use starling_node::config::serve::ServeConfig;
 
+/// mimalloc rather than the C library's allocator: glibc's malloc and free took ~13% of a
+/// node's CPU under concurrent control writes (BENCHMARKS.md), and musl's, in the static
+/// image, is slow under many threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code of an invalid configuration (as clap's for an invalid command line).
 const EXIT_INVALID_CONFIG: u8 = 2;
 

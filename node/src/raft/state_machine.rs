@@ -53,9 +53,10 @@ use crate::shard::ShardId;
 #[derive(Default, Debug)]
 pub struct Caches {
     rules: RwLock<BTreeMap<(String, String), Rule>>,
-    /// The same rules as a shared list, rebuilt only when a rule changes: every telemetry
-    /// message reads it, so a read is an `Arc` clone, not a copy of every rule.
-    rules_list: RwLock<Arc<[Rule]>>,
+    /// The same rules as a shared list: every telemetry message reads it, so a read is an
+    /// `Arc` clone, not a copy of every rule. A change empties it and the next read rebuilds
+    /// it, so a burst of rule writes (many per Raft entry) costs one rebuild, not one each.
+    rules_list: RwLock<Option<Arc<[Rule]>>>,
     shards: RwLock<BTreeMap<ShardId, (u64, u64)>>,
     nodes: RwLock<BTreeMap<u64, NodeInfo>>,
 }
@@ -63,19 +64,31 @@ pub struct Caches {
 impl Caches {
     /// Every rule, ordered by (tenant, id).
     pub fn rules(&self) -> Arc<[Rule]> {
-        self.rules_list
+        if let Some(list) = &*self
+            .rules_list
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+        {
+            return list.clone();
+        }
+        // Rebuild under the map's read lock: a change needs the write lock, so it cannot
+        // land between the copy and the store (lock order everywhere: map, then list).
+        let rules = self.rules.read().unwrap_or_else(PoisonError::into_inner);
+        let mut list = self
+            .rules_list
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        list.get_or_insert_with(|| rules.values().cloned().collect())
             .clone()
     }
 
-    /// Rebuilds the shared list from the map; called with the map's write lock held, so the
-    /// list never lags behind a later change.
-    fn publish_rules(&self, rules: &BTreeMap<(String, String), Rule>) {
+    /// Drops the shared list after a change; called with the map's write lock held, so no
+    /// reader can store a list built before the change.
+    fn invalidate_rules(&self) {
         *self
             .rules_list
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = rules.values().cloned().collect();
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     pub fn rule(&self, tenant: &str, id: &str) -> Option<Rule> {
@@ -125,7 +138,7 @@ impl Caches {
                     Some(rule) => rules.insert(key, rule.clone()),
                     None => rules.remove(&key),
                 };
-                self.publish_rules(&rules);
+                self.invalidate_rules();
             }
             Applied::NodeChanged(info) => {
                 let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
@@ -186,7 +199,7 @@ impl Caches {
             }
         }
         *cached = rules;
-        self.publish_rules(&cached);
+        self.invalidate_rules();
         Ok(changes)
     }
 }

@@ -340,3 +340,40 @@ async fn the_outbox_is_kept_on_disk_and_carried_by_snapshots() {
     assert_eq!(responses, vec![ControlResponse::Delivered { removed: 1 }]);
     assert!(pending_keys(&b).is_empty());
 }
+
+#[tokio::test]
+async fn the_shared_rule_list_follows_every_change() {
+    let dir = TempDir::new().expect("dir");
+    let (mut sm, _rx) = open(&dir);
+    let ids = |sm: &StateMachineStore| -> Vec<String> {
+        sm.caches()
+            .rules()
+            .iter()
+            .map(|r| r.doc.id.clone())
+            .collect()
+    };
+    assert!(ids(&sm).is_empty());
+    // Read between changes: each read sees the change before it.
+    sm.apply([entry(1, put("a"))]).await.expect("apply");
+    assert_eq!(ids(&sm), ["a"]);
+    let first = sm.caches().rules();
+    assert!(
+        Arc::ptr_eq(&first, &sm.caches().rules()),
+        "no rebuild without a change"
+    );
+    sm.apply([entry(2, put("b"))]).await.expect("apply");
+    assert_eq!(ids(&sm), ["a", "b"]);
+    // Many changes with no read between them, in one batch and across entries.
+    let batch = ControlCommand::Batch(vec![put("c"), put("d")]);
+    sm.apply([entry(3, batch), entry(4, put("e"))])
+        .await
+        .expect("apply");
+    assert_eq!(ids(&sm), ["a", "b", "c", "d", "e"]);
+    let delete = ControlCommand::DeleteRule {
+        tenant: crate::model::DEFAULT_TENANT.into(),
+        id: "b".into(),
+        at_ms: 2,
+    };
+    sm.apply([entry(5, delete)]).await.expect("apply");
+    assert_eq!(ids(&sm), ["a", "c", "d", "e"]);
+}
