@@ -133,21 +133,23 @@ async fn run(target: Target, mut rx: mpsc::UnboundedReceiver<Proposal>, timeout:
 /// Proposes one entry for `batch` and answers each of its writes.
 async fn commit(
     target: Target,
-    mut batch: Vec<Proposal>,
+    batch: Vec<Proposal>,
     permit: OwnedSemaphorePermit,
     timeout: Duration,
 ) {
-    let entry = if batch.len() == 1 {
-        Entry::new(batch[0].cmd.clone())
+    // Every proposal of a batch has the same `forward` (see `run`).
+    let forward = batch[0].forward;
+    let (mut commands, mut replies): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let entry = if commands.len() == 1 {
+        Entry::new(commands.pop().expect("one command"))
     } else {
-        Entry::new(ControlCommand::Batch(
-            batch.iter().map(|p| p.cmd.clone()).collect(),
-        ))
+        Entry::new(ControlCommand::Batch(commands))
     };
     let started = tokio::time::Instant::now();
     let mut answer = write(&target.raft, &entry, timeout).await;
     if let Err(ControlError::NotLeader { leader, addr }) = &answer
-        && batch[0].forward
+        && forward
         && let Some(forwarder) = target.forwarder.get()
     {
         let left = timeout.saturating_sub(started.elapsed());
@@ -159,26 +161,26 @@ async fn commit(
     }
     drop(permit);
     match answer {
-        Ok((index, response)) if batch.len() == 1 => {
-            let p = batch.pop().expect("one proposal");
-            let _ = p.reply.send(Ok((index, response)));
+        Ok((index, response)) if replies.len() == 1 => {
+            let reply = replies.pop().expect("one proposal");
+            let _ = reply.send(Ok((index, response)));
         }
-        Ok((index, ControlResponse::Batch(responses))) if responses.len() == batch.len() => {
-            for (p, response) in batch.into_iter().zip(responses) {
-                let _ = p.reply.send(Ok((index, response)));
+        Ok((index, ControlResponse::Batch(responses))) if responses.len() == replies.len() => {
+            for (reply, response) in replies.into_iter().zip(responses) {
+                let _ = reply.send(Ok((index, response)));
             }
         }
         Ok((index, other)) => {
             let reason = format!("batch entry {index} answered {other:?}");
-            for p in batch {
-                let _ = p.reply.send(Err(ControlError::Fatal {
+            for reply in replies {
+                let _ = reply.send(Err(ControlError::Fatal {
                     reason: reason.clone(),
                 }));
             }
         }
         Err(e) => {
-            for p in batch {
-                let _ = p.reply.send(Err(share(&e)));
+            for reply in replies {
+                let _ = reply.send(Err(share(&e)));
             }
         }
     }
