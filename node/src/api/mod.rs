@@ -255,17 +255,24 @@ const MAX_COLUMNAR_PAGE: usize = 100_000;
 /// The page size of a range query: rows are capped at [`MAX_PAGE`], columns at
 /// [`MAX_COLUMNAR_PAGE`]; 0 means [`DEFAULT_PAGE`] for both.
 fn query_page_size(requested: u32, columnar: bool) -> usize {
-    match (requested, columnar) {
-        (0, _) => DEFAULT_PAGE,
-        (n, true) => (n as usize).min(MAX_COLUMNAR_PAGE),
-        (n, false) => (n as usize).min(MAX_PAGE),
-    }
+    page_size_up_to(
+        requested,
+        if columnar {
+            MAX_COLUMNAR_PAGE
+        } else {
+            MAX_PAGE
+        },
+    )
 }
 
 fn page_size(requested: u32) -> usize {
+    page_size_up_to(requested, MAX_PAGE)
+}
+
+fn page_size_up_to(requested: u32, max: usize) -> usize {
     match requested {
         0 => DEFAULT_PAGE,
-        n => (n as usize).min(MAX_PAGE),
+        n => (n as usize).min(max),
     }
 }
 

@@ -268,17 +268,26 @@ mod tests {
         assert!(state_machine_safety(&o).unwrap_err().contains("index 1"));
     }
 
-    #[test]
-    fn an_accepted_stale_alarm_write_is_caught() {
-        let assign = ControlCommand::AssignShards {
+    /// Shard 0 assigned to node 1 at epoch 1, applied at index 1 on node 1.
+    fn assign_shard_zero() -> ControlCommand {
+        ControlCommand::AssignShards {
             node: 1,
             shards: vec![0],
             at_ms: 0,
             activate_after_ms: 0,
-        };
+        }
+    }
+
+    fn shard_zero_assigned() -> Observations {
         let mut o = Observations::default();
         let assigned = ControlResponse::ShardsAssigned { epoch: 1 };
-        o.applied(1, 1, entry(1, 1, Some(assign), assigned));
+        o.applied(1, 1, entry(1, 1, Some(assign_shard_zero()), assigned));
+        o
+    }
+
+    #[test]
+    fn an_accepted_stale_alarm_write_is_caught() {
+        let mut o = shard_zero_assigned();
         o.applied(
             1,
             2,
@@ -295,18 +304,10 @@ mod tests {
 
     #[test]
     fn an_accepted_stale_alarm_write_inside_a_batch_is_caught() {
-        let assign = ControlCommand::AssignShards {
-            node: 1,
-            shards: vec![0],
-            at_ms: 0,
-            activate_after_ms: 0,
-        };
-        let mut o = Observations::default();
-        let assigned = ControlResponse::ShardsAssigned { epoch: 1 };
-        o.applied(1, 1, entry(1, 1, Some(assign.clone()), assigned));
+        let mut o = shard_zero_assigned();
         // A placement refused for sharing an entry changes no epoch; the stale write after it
         // was refused as it should be.
-        let batch = ControlCommand::Batch(vec![assign, raise(0), raise(1)]);
+        let batch = ControlCommand::Batch(vec![assign_shard_zero(), raise(0), raise(1)]);
         let answers = ControlResponse::Batch(vec![
             ControlResponse::Rejected(Rejection::NotBatchable),
             ControlResponse::Rejected(Rejection::StaleEpoch {
