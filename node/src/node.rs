@@ -380,21 +380,23 @@ fn split_host_port(addr: &str) -> Result<(String, u16), NodeError> {
     Ok((host.to_owned(), port))
 }
 
-/// `starling dev`: one node with an embedded broker (unless `--broker`), embedded store and
-/// dev certificates, in the foreground until SIGINT or SIGTERM.
+/// How often the node checks whether openraft stopped on a fatal error.
+const CONTROL_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Resolves when openraft has stopped on a fatal error, with the error; never otherwise.
 async fn control_plane_failed(control: ControlPlane) -> String {
-    let mut metrics = control.raft().metrics();
+    // Polled, not woken by every metrics change: those come with every append and ack.
+    let mut tick = tokio::time::interval(CONTROL_CHECK_EVERY);
     loop {
-        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+        tick.tick().await;
+        if let Err(fatal) = &control.raft().metrics().borrow().running_state {
             return fatal.to_string();
-        }
-        if metrics.changed().await.is_err() {
-            return std::future::pending().await;
         }
     }
 }
 
+/// `starling dev`: one node with an embedded broker (unless `--broker`), embedded store and
+/// dev certificates, in the foreground until SIGINT or SIGTERM.
 pub async fn run_dev(args: crate::cli::DevArgs) -> Result<(), NodeError> {
     let data_dir: PathBuf = args.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(io(format!("create {}", data_dir.display())))?;

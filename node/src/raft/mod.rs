@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::metrics::WaitError;
-use openraft::{BasicNode, Config, RaftMetrics, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use redb::Database;
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -245,7 +245,7 @@ impl ControlPlane {
 
         let raft = Raft::new(node_id, Arc::new(config), network, log, sm).await?;
         let (stop_metrics, stop_rx) = oneshot::channel();
-        let metrics_task = tokio::spawn(export_metrics(raft.metrics(), stop_rx));
+        let metrics_task = tokio::spawn(export_metrics(raft.clone(), stop_rx));
         let forwarder = proposer::Forwarder::default();
         let (proposer, proposer_task) =
             proposer::Proposer::spawn(raft.clone(), forwarder.clone(), WRITE_TIMEOUT);
@@ -559,14 +559,21 @@ fn wait_error(e: WaitError) -> ControlError {
     }
 }
 
-/// Mirrors Raft metrics into the gauges until `stop` fires or Raft stops.
-async fn export_metrics(
-    mut metrics: tokio::sync::watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
-    mut stop: oneshot::Receiver<()>,
-) {
+/// How often the Raft gauges are refreshed besides on a change of term, leader or role.
+const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Mirrors Raft metrics into the gauges until `stop` fires or Raft stops: at once when the
+/// term, leader or role changes (openraft's server metrics), else every [`METRICS_EVERY`].
+/// Not on every change of the full metrics: those change on every append, flush and
+/// replication ack, and waking for each cost CPU on the write path.
+async fn export_metrics(raft: Raft, mut stop: oneshot::Receiver<()>) {
+    let mut server = raft.server_metrics();
+    let mut tick = tokio::time::interval(METRICS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         {
-            let m = metrics.borrow_and_update();
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
             metrics::gauge!(RAFT_TERM).set(m.current_term as f64);
             metrics::gauge!(RAFT_APPLIED).set(m.last_applied.map_or(0.0, |l| l.index as f64));
             let leader = if m.state == ServerState::Leader {
@@ -577,8 +584,9 @@ async fn export_metrics(
             metrics::gauge!(RAFT_IS_LEADER).set(leader);
         }
         tokio::select! {
-            // New metrics from Raft; an error means Raft has stopped.
-            changed = metrics.changed() => if changed.is_err() { break },
+            // A new term, leader or role; an error means Raft has stopped.
+            changed = server.changed() => if changed.is_err() { break },
+            _ = tick.tick() => {}
             // `shutdown` asked us to stop (or dropped the sender).
             _ = &mut stop => break,
         }

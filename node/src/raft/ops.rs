@@ -86,16 +86,18 @@ impl ControlPlane {
         }
     }
 
-    /// Waits until this node has applied the log up to `index`.
+    /// Waits until this node has applied the log up to `index` (on the state machine's own
+    /// applied index, not openraft's metrics, which change far more often).
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ControlError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        self.inner
-            .raft
-            .wait(Some(left.max(Duration::from_millis(500))))
-            .applied_index_at_least(Some(index), "forwarded write applied here")
+        let bound = left.max(Duration::from_millis(500));
+        tokio::time::timeout(bound, self.inner.caches.applied_at_least(index))
             .await
-            .map(|_| ())
-            .map_err(wait_error)
+            .map_err(|_| {
+                ControlError::unavailable(format!(
+                    "entry {index} not applied on this node within {bound:?}"
+                ))
+            })
     }
 
     /// The openraft handle (peer transport server, tests).

@@ -24,7 +24,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::apply::{Applied, alarm_index, apply};
 use super::command::NodeInfo;
@@ -59,6 +59,10 @@ pub struct Caches {
     rules_list: RwLock<Option<Arc<[Rule]>>>,
     shards: RwLock<BTreeMap<ShardId, (u64, u64)>>,
     nodes: RwLock<BTreeMap<u64, NodeInfo>>,
+    /// The last log index applied here, set once the caches and events of its batch are
+    /// published. Read-your-writes waits on it: it changes once per applied batch, where
+    /// openraft's metrics change on every append, flush and replication ack.
+    applied: watch::Sender<u64>,
 }
 
 impl Caches {
@@ -89,6 +93,22 @@ impl Caches {
             .rules_list
             .write()
             .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Waits until the log up to `index` is applied here (forever if it never is: callers
+    /// bound the wait).
+    pub async fn applied_at_least(&self, index: u64) {
+        let mut applied = self.applied.subscribe();
+        // The sender lives in `self`, which outlives this call: `wait_for` cannot fail.
+        let _ = applied.wait_for(|&i| i >= index).await;
+    }
+
+    fn set_applied(&self, index: u64) {
+        self.applied.send_if_modified(|i| {
+            let newer = index > *i;
+            *i = (*i).max(index);
+            newer
+        });
     }
 
     pub fn rule(&self, tenant: &str, id: &str) -> Option<Rule> {
@@ -283,6 +303,8 @@ impl StateMachineStore {
         txn.commit()?;
         let caches = Arc::new(Caches::default());
         caches.reload(&db)?;
+        let applied: Option<Option<LogId>> = read_meta(&db, LAST_APPLIED)?;
+        caches.set_applied(applied.flatten().map_or(0, |l| l.index));
         Ok(Self {
             db: Arc::new(db),
             last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
@@ -615,9 +637,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<RaftEntry> = entries.into_iter().collect();
-        if entries.is_empty() {
+        let Some(last) = entries.last().map(|e| e.log_id.index) else {
             return Ok(Vec::new());
-        }
+        };
         let db = self.db.clone();
         let durability = {
             let mut last = self
@@ -636,6 +658,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await?;
         self.publish(events);
+        self.caches.set_applied(last);
         Ok(responses)
     }
 
@@ -666,6 +689,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for change in changes {
             let _ = self.events.send(change);
         }
+        self.caches.set_applied(last_applied.unwrap_or(0));
         let _ = self
             .events
             .send(Applied::SnapshotInstalled { last_applied });
