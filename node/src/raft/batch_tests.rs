@@ -61,6 +61,102 @@ fn batch_slots_table() {
     }
 }
 
+#[test]
+fn take_all_table() {
+    // (case, commands taken one by one first, a forwarded batch offered whole, joins?,
+    //  commands taken in the end)
+    type Case = (
+        &'static str,
+        Vec<ControlCommand>,
+        Vec<ControlCommand>,
+        bool,
+        usize,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "into an empty entry",
+            vec![],
+            vec![put("a"), put("b")],
+            true,
+            2,
+        ),
+        (
+            "beside other rules",
+            vec![put("c")],
+            vec![put("a"), clear(1)],
+            true,
+            3,
+        ),
+        (
+            "a rule already in the entry",
+            vec![put("a")],
+            vec![put("b"), put("a")],
+            false,
+            1,
+        ),
+        (
+            "the same rule twice inside it",
+            vec![],
+            vec![put("a"), delete("a")],
+            false,
+            0,
+        ),
+        (
+            "a second alarm id",
+            vec![raise(1)],
+            vec![raise_on("t2", 1)],
+            false,
+            1,
+        ),
+        (
+            "two alarm ids inside it",
+            vec![],
+            vec![raise(1), raise_on("t2", 1)],
+            false,
+            0,
+        ),
+        (
+            "one alarm id, entry has none",
+            vec![put("a")],
+            vec![raise(1), clear(1)],
+            true,
+            3,
+        ),
+        (
+            "placement inside it",
+            vec![],
+            vec![put("a"), assign()],
+            false,
+            0,
+        ),
+        (
+            "a batch inside it",
+            vec![],
+            vec![ControlCommand::Batch(vec![put("a")])],
+            false,
+            0,
+        ),
+        ("an empty batch", vec![put("a")], vec![], true, 1),
+    ];
+    for (case, before, forwarded, joins, len) in cases {
+        let mut slots = BatchSlots::default();
+        for cmd in &before {
+            assert!(slots.take(cmd), "{case}: setup");
+        }
+        assert_eq!(slots.take_all(&forwarded), joins, "{case}");
+        assert_eq!(slots.len(), len, "{case}");
+    }
+}
+
+#[test]
+fn a_refused_forwarded_batch_takes_no_slot() {
+    let mut slots = BatchSlots::default();
+    assert!(!slots.take_all(&[put("a"), raise(1), raise_on("t2", 1)]));
+    assert!(slots.take(&put("a")), "the rule's slot is still free");
+    assert!(slots.take(&raise(1)), "the alarm id is still free");
+    assert_eq!(slots.len(), 2);
+}
+
 fn batch(cmds: Vec<ControlCommand>) -> Entry {
     Entry::new(ControlCommand::Batch(cmds))
 }

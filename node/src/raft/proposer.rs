@@ -12,9 +12,12 @@
 //! command that may not join the batch being built starts the next one, so no write waits for
 //! more than the entries in flight ahead of it.
 //!
-//! On a follower, the leader refuses the entry with `NotLeader`; a batch of writes proposed
-//! by this node's own callers is then forwarded to the leader as it is, in one peer call (the
-//! leader proposes it as one entry). Writes that arrived forwarded from a peer are never
+//! On a follower, the leader refuses the entry with `NotLeader`; the writes proposed by this
+//! node's own callers are then forwarded to the leader together, in one peer call. On the
+//! leader, such a forwarded batch joins the next entry as one piece (its commands spliced in
+//! among the leader's own writes and other followers' batches, all in one entry or not at
+//! all), so the cluster keeps at most [`IN_FLIGHT`] entries in flight, not that many per node,
+//! and each entry carries more writes. Writes that arrived forwarded from a peer are never
 //! forwarded again (one hop at most): they get `NotLeader` and their sender retries.
 //!
 //! What it does not do: retrying (`ops.rs`).
@@ -97,6 +100,15 @@ struct Target {
     forwarder: Forwarder,
 }
 
+/// How a proposal's command sits in its entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// As itself: one command of the entry, or the whole entry.
+    One,
+    /// A batch forwarded by a follower, its `n` commands spliced into the entry.
+    Spliced(usize),
+}
+
 /// Builds entries from the queue until every [`Proposer`] handle is dropped.
 async fn run(target: Target, mut rx: mpsc::UnboundedReceiver<Proposal>, timeout: Duration) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -114,76 +126,174 @@ async fn run(target: Target, mut rx: mpsc::UnboundedReceiver<Proposal>, timeout:
             return;
         };
         let mut slots = BatchSlots::default();
+        let first = join(&mut slots, first);
         let mut batch = vec![first];
-        if slots.take(&batch[0].cmd) {
-            while batch.len() < MAX_BATCH {
+        if batch[0].1.is_some() {
+            while slots.len() < MAX_BATCH {
                 let Ok(next) = rx.try_recv() else { break };
-                if next.forward == batch[0].forward && slots.take(&next.cmd) {
-                    batch.push(next);
-                } else {
-                    carried = Some(next);
-                    break;
+                match join(&mut slots, next) {
+                    (next, Some(shape)) => batch.push((next, Some(shape))),
+                    (next, None) => {
+                        carried = Some(next);
+                        break;
+                    }
                 }
             }
         }
+        let batch = batch
+            .into_iter()
+            .map(|(p, shape)| (p, shape.unwrap_or(Shape::One)))
+            .collect();
         tokio::spawn(commit(target.clone(), batch, permit, timeout));
     }
 }
 
-/// Proposes one entry for `batch` and answers each of its writes.
-async fn commit(
-    target: Target,
-    batch: Vec<Proposal>,
-    permit: OwnedSemaphorePermit,
-    timeout: Duration,
-) {
-    // Every proposal of a batch has the same `forward` (see `run`).
-    let forward = batch[0].forward;
-    let (mut commands, mut replies): (Vec<_>, Vec<_>) =
-        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-    let entry = if commands.len() == 1 {
-        Entry::new(commands.pop().expect("one command"))
-    } else {
-        Entry::new(ControlCommand::Batch(commands))
+/// Whether `p` may join the entry whose slots are `slots` (taking its slots if so), and in
+/// which shape. Writes proposed here and batches forwarded by followers share entries: the
+/// leader's entries then carry the writes of the whole cluster, not one node's each.
+fn join(slots: &mut BatchSlots, p: Proposal) -> (Proposal, Option<Shape>) {
+    let shape = match &p.cmd {
+        ControlCommand::Batch(cmds) => (slots.len() + cmds.len() <= MAX_BATCH
+            && slots.take_all(cmds))
+        .then_some(Shape::Spliced(cmds.len())),
+        cmd => slots.take(cmd).then_some(Shape::One),
     };
-    let started = tokio::time::Instant::now();
-    let mut answer = write(&target.raft, &entry, timeout).await;
-    if let Err(ControlError::NotLeader { leader, addr }) = &answer
-        && forward
-        && let Some(forwarder) = target.forwarder.get()
-    {
-        let left = timeout.saturating_sub(started.elapsed());
-        let forwarded = forwarder.forward(*leader, addr, &entry.command);
-        answer = match tokio::time::timeout(left, forwarded).await {
-            Ok(answer) => answer,
-            Err(_) => Err(not_committed(timeout)),
-        };
+    (p, shape)
+}
+
+/// The command of an entry for these parts: a lone part as itself, else one batch of every
+/// part's commands in order.
+fn entry_command(mut parts: Vec<(ControlCommand, Shape)>) -> ControlCommand {
+    if let [(_, Shape::One)] = parts.as_slice() {
+        return parts.pop().expect("one part").0;
     }
-    drop(permit);
-    match answer {
-        Ok((index, response)) if replies.len() == 1 => {
-            let reply = replies.pop().expect("one proposal");
+    let mut commands = Vec::new();
+    for (cmd, shape) in parts {
+        match (cmd, shape) {
+            (ControlCommand::Batch(cmds), Shape::Spliced(_)) => commands.extend(cmds),
+            (cmd, _) => commands.push(cmd),
+        }
+    }
+    ControlCommand::Batch(commands)
+}
+
+/// The inverse of [`entry_command`]: each part's command back, in order.
+fn split_command(command: ControlCommand, shapes: &[Shape]) -> Vec<ControlCommand> {
+    match (command, shapes) {
+        (cmd, [Shape::One]) => vec![cmd],
+        (ControlCommand::Batch(cmds), _) => {
+            let mut cmds = cmds.into_iter();
+            shapes
+                .iter()
+                .map(|shape| match shape {
+                    Shape::One => cmds.next().expect("one command per part"),
+                    Shape::Spliced(n) => ControlCommand::Batch(cmds.by_ref().take(*n).collect()),
+                })
+                .collect()
+        }
+        (cmd, _) => vec![cmd],
+    }
+}
+
+/// Answers each part of an entry from the entry's answer.
+fn answer(parts: Vec<(oneshot::Sender<Answer>, Shape)>, result: Answer) {
+    let commands: usize = parts
+        .iter()
+        .map(|(_, shape)| match shape {
+            Shape::One => 1,
+            Shape::Spliced(n) => *n,
+        })
+        .sum();
+    match result {
+        Ok((index, response)) if matches!(parts.as_slice(), [(_, Shape::One)]) => {
+            let (reply, _) = parts.into_iter().next().expect("one part");
             let _ = reply.send(Ok((index, response)));
         }
-        Ok((index, ControlResponse::Batch(responses))) if responses.len() == replies.len() => {
-            for (reply, response) in replies.into_iter().zip(responses) {
+        Ok((index, ControlResponse::Batch(responses))) if responses.len() == commands => {
+            let mut responses = responses.into_iter();
+            for (reply, shape) in parts {
+                let response = match shape {
+                    Shape::One => responses.next().expect("one answer per command"),
+                    Shape::Spliced(n) => {
+                        ControlResponse::Batch(responses.by_ref().take(n).collect())
+                    }
+                };
                 let _ = reply.send(Ok((index, response)));
             }
         }
         Ok((index, other)) => {
             let reason = format!("batch entry {index} answered {other:?}");
-            for reply in replies {
+            for (reply, _) in parts {
                 let _ = reply.send(Err(ControlError::Fatal {
                     reason: reason.clone(),
                 }));
             }
         }
         Err(e) => {
-            for reply in replies {
+            for (reply, _) in parts {
                 let _ = reply.send(Err(share(&e)));
             }
         }
     }
+}
+
+/// Proposes one entry for `batch` and answers each of its writes. On a follower, the writes
+/// proposed by this node's callers go on to the leader in one call; writes forwarded here by
+/// a peer are answered `NotLeader` (one hop at most).
+async fn commit(
+    target: Target,
+    batch: Vec<(Proposal, Shape)>,
+    permit: OwnedSemaphorePermit,
+    timeout: Duration,
+) {
+    let shapes: Vec<Shape> = batch.iter().map(|(_, shape)| *shape).collect();
+    let mut pending = Vec::with_capacity(batch.len());
+    let mut parts = Vec::with_capacity(batch.len());
+    for (p, shape) in batch {
+        pending.push((p.reply, shape, p.forward));
+        parts.push((p.cmd, shape));
+    }
+    let entry = Entry::new(entry_command(parts));
+    let started = tokio::time::Instant::now();
+    let answered = write(&target.raft, &entry, timeout).await;
+    let (Err(ControlError::NotLeader { leader, addr }), Some(forwarder)) =
+        (&answered, target.forwarder.get())
+    else {
+        drop(permit);
+        let parts = pending.into_iter().map(|(r, s, _)| (r, s)).collect();
+        return answer(parts, answered);
+    };
+    // Not the leader: forward this node's own writes, refuse the forwarded ones.
+    let mut own = (Vec::new(), Vec::new());
+    let mut refused = Vec::new();
+    for ((reply, shape, forward), cmd) in pending
+        .into_iter()
+        .zip(split_command(entry.command, &shapes))
+    {
+        if forward {
+            own.0.push((reply, shape));
+            own.1.push((cmd, shape));
+        } else {
+            refused.push((reply, shape));
+        }
+    }
+    answer(
+        refused,
+        Err(share(answered.as_ref().expect_err("not leader"))),
+    );
+    if own.0.is_empty() {
+        drop(permit);
+        return;
+    }
+    let left = timeout.saturating_sub(started.elapsed());
+    let command = entry_command(own.1);
+    let forwarded = forwarder.forward(*leader, addr, &command);
+    let answered = match tokio::time::timeout(left, forwarded).await {
+        Ok(answered) => answered,
+        Err(_) => Err(not_committed(timeout)),
+    };
+    drop(permit);
+    answer(own.0, answered);
 }
 
 /// Proposes one entry on this node.
@@ -224,3 +334,7 @@ fn share(e: &ControlError) -> ControlError {
         },
     }
 }
+
+#[cfg(test)]
+#[path = "proposer_tests.rs"]
+mod tests;
