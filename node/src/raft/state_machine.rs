@@ -24,6 +24,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::apply::{Applied, alarm_index, apply};
@@ -431,16 +432,56 @@ fn apply_batch(
     Ok((responses, events))
 }
 
+/// What [`build`] writes: the fields of [`SnapshotData`], with the tables of one JSON row
+/// per record (rules, alarms, nodes, rule versions, devices) as arrays of their stored bytes,
+/// copied rather than decoded and encoded again. The rule history grows with every rule
+/// write, so it is most of a snapshot's size. `install` reads it as [`SnapshotData`].
+#[derive(Serialize)]
+struct SnapshotOut {
+    rules: Box<RawValue>,
+    alarms: Box<RawValue>,
+    active: Vec<(String, String, String, String)>,
+    shards: Vec<(ShardId, u64, u64)>,
+    history: Vec<(ShardId, u64, u64, i64)>,
+    nodes: Box<RawValue>,
+    rule_history: Box<RawValue>,
+    timers: Vec<super::timers::TimerRow>,
+    devices: Box<RawValue>,
+    transitions: Vec<(String, String, String, i64)>,
+    outbox: Vec<super::outbox::PendingDelivery>,
+}
+
+/// The stored JSON values of `table`, as one JSON array (checked to be JSON, not decoded).
+fn raw_rows<K: redb::Key + 'static>(
+    table: redb::ReadOnlyTable<K, &'static [u8]>,
+) -> Result<Box<RawValue>, StoreError> {
+    let mut out = vec![b'['];
+    for row in table.iter()? {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(row?.1.value());
+    }
+    out.push(b']');
+    Ok(serde_json::from_slice(&out)?)
+}
+
 /// Reads the whole state in one read transaction (a consistent view) as a snapshot.
 fn build(db: &Database) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
     let txn = db.begin_read()?;
-    let mut data = SnapshotData::default();
-    for row in txn.open_table(RULES)?.iter()? {
-        data.rules.push(decode(row?.1.value())?);
-    }
-    for row in txn.open_table(ALARMS)?.iter()? {
-        data.alarms.push(decode(row?.1.value())?);
-    }
+    let mut data = SnapshotOut {
+        rules: raw_rows(txn.open_table(RULES)?)?,
+        alarms: raw_rows(txn.open_table(ALARMS)?)?,
+        active: Vec::new(),
+        shards: Vec::new(),
+        history: Vec::new(),
+        nodes: raw_rows(txn.open_table(NODES)?)?,
+        rule_history: raw_rows(txn.open_table(RULE_HISTORY)?)?,
+        timers: super::timers::read_all(&txn)?,
+        devices: raw_rows(txn.open_table(DEVICES)?)?,
+        transitions: Vec::new(),
+        outbox: super::outbox::read_all(&txn)?,
+    };
     for row in txn.open_table(ACTIVE)?.iter()? {
         let (k, v) = row?;
         let (t, r, d) = k.value();
@@ -456,17 +497,6 @@ fn build(db: &Database) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
         let (k, v) = row?;
         let ((shard, epoch), (node, from_ms)) = (k.value(), v.value());
         data.history.push((shard, epoch, node, from_ms));
-    }
-    for row in txn.open_table(NODES)?.iter()? {
-        data.nodes.push(decode(row?.1.value())?);
-    }
-    for row in txn.open_table(RULE_HISTORY)?.iter()? {
-        data.rule_history.push(decode(row?.1.value())?);
-    }
-    data.timers = super::timers::read_all(&txn)?;
-    data.outbox = super::outbox::read_all(&txn)?;
-    for row in txn.open_table(DEVICES)?.iter()? {
-        data.devices.push(decode(row?.1.value())?);
     }
     for row in txn.open_table(TRANSITIONS)?.iter()? {
         let (k, v) = row?;

@@ -166,6 +166,13 @@ async fn a_snapshot_installs_into_a_fresh_store() {
         b.reader().upgrade().expect("b"),
     );
     assert_eq!(read_alarms(&db).expect("b"), read_alarms(&da).expect("a"));
+    // Rule versions travel as their stored bytes (`SnapshotOut`): they read back the same.
+    let versions = read_rule_history(&db, "default", "cold").expect("b");
+    assert_eq!(versions.iter().map(|r| r.version).collect::<Vec<_>>(), [4]);
+    assert_eq!(
+        versions,
+        read_rule_history(&da, "default", "cold").expect("a")
+    );
     let history = read_history(&db, 1).expect("b");
     assert_eq!(history, read_history(&da, 1).expect("a"));
     assert_eq!(
