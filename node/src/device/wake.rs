@@ -32,6 +32,8 @@ pub const RETRY: Duration = Duration::from_millis(100);
 const GIVE_UP: Duration = Duration::from_secs(30);
 /// Period of the full sweep.
 pub const SWEEP: Duration = Duration::from_secs(5);
+/// Applied events handled in one round at most.
+const DRAIN_MAX: usize = 1024;
 
 /// Where this node serves a device: `Some(epoch)` when it is the live owner now.
 pub type RouteFn = Arc<dyn Fn(&DeviceKey) -> Option<u64> + Send + Sync>;
@@ -49,19 +51,26 @@ pub async fn run(
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
         tokio::select! {
-            // Applied entries: gained shards and rule updates.
-            e = events.recv() => match e {
-                Ok(Applied::ShardsAssigned { node, shards: gained, .. }) if node == me => {
-                    tokio::spawn(wake_gained(router.clone(), control.clone(), route.clone(), gained));
+            // Applied entries: gained shards and rule updates. The events already queued are
+            // taken together, so a burst of rule writes costs one read of the active alarms.
+            first = events.recv() => {
+                let queued = take_events(first, &mut events, me);
+                for gained in queued.gained {
+                    let (router, control, route) = (router.clone(), control.clone(), route.clone());
+                    tokio::spawn(wake_gained(router, control, route, gained));
                 }
-                Ok(Applied::RuleChanged { tenant, id, rule: Some(_) }) => {
-                    let devices = control.active_devices_of_rule(&tenant, &id).unwrap_or_default();
+                if queued.lagged {
+                    sweep.reset_immediately();
+                }
+                if !queued.rules.is_empty() {
+                    let devices = control.active_devices_of_rules(&queued.rules);
+                    let devices = devices.unwrap_or_default();
                     wake_local(&router, &route, &devices).await;
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => sweep.reset_immediately(),
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
+                if queued.closed {
+                    break;
+                }
+            }
             // Safety net: every record of a shard served here has an actor.
             _ = sweep.tick() => {
                 let all: Vec<ShardId> = (0..shards).collect();
@@ -72,6 +81,55 @@ pub async fn run(
             _ = crate::cluster::stopped(&mut stop) => break,
         }
     }
+}
+
+/// What the applied events queued now ask of this worker.
+#[derive(Debug, Default, PartialEq)]
+struct Queued {
+    /// Shards assigned to this node, one list per assignment.
+    gained: Vec<Vec<ShardId>>,
+    /// Rules (tenant, id) that got a new version.
+    rules: Vec<(String, String)>,
+    /// Events were lost: only a sweep finds what they asked for.
+    lagged: bool,
+    /// The control plane is gone.
+    closed: bool,
+}
+
+/// `first` and the events queued behind it (at most [`DRAIN_MAX`] in all), as one [`Queued`].
+fn take_events(
+    first: Result<Applied, broadcast::error::RecvError>,
+    events: &mut broadcast::Receiver<Applied>,
+    me: u64,
+) -> Queued {
+    use broadcast::error::{RecvError, TryRecvError};
+    let mut queued = Queued::default();
+    let mut event = first;
+    for taken in 1.. {
+        match event {
+            Ok(Applied::ShardsAssigned { node, shards, .. }) if node == me => {
+                queued.gained.push(shards);
+            }
+            Ok(Applied::RuleChanged {
+                tenant,
+                id,
+                rule: Some(_),
+            }) => queued.rules.push((tenant, id)),
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => queued.lagged = true,
+            Err(RecvError::Closed) => queued.closed = true,
+        }
+        if taken >= DRAIN_MAX {
+            break;
+        }
+        event = match events.try_recv() {
+            Ok(e) => Ok(e),
+            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+            // Empty, or closed: the next `recv` says so.
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        };
+    }
+    queued
 }
 
 /// Wakes the devices with records in `gained` as their shard becomes served here.
@@ -111,5 +169,107 @@ async fn wake_local(router: &DeviceRouter, route: &RouteFn, devices: &[DeviceKey
         {
             tracing::debug!(device = %d, error = %e, "wake failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: &str, live: bool) -> Applied {
+        let json = format!(
+            r#"{{"id":"{id}","condition":{{"threshold":{{"metric":"m","op":">","value":1}}}}}}"#
+        );
+        let doc = crate::rules::validate::parse(&json, "json").expect("valid rule");
+        Applied::RuleChanged {
+            tenant: "t".into(),
+            id: id.into(),
+            rule: live.then_some(crate::model::Rule {
+                doc,
+                version: 1,
+                updated_at_ms: 0,
+            }),
+        }
+    }
+
+    fn assigned(node: u64, shards: Vec<ShardId>) -> Applied {
+        Applied::ShardsAssigned {
+            node,
+            shards,
+            epoch: 1,
+            activate_after_ms: 0,
+        }
+    }
+
+    #[test]
+    fn queued_events_table() {
+        let rules = |ids: &[&str]| -> Vec<(String, String)> {
+            ids.iter()
+                .map(|i| ("t".to_owned(), (*i).to_owned()))
+                .collect()
+        };
+        // (case, events queued after the first, what one round takes)
+        let cases: Vec<(&str, Vec<Applied>, Queued)> = vec![
+            (
+                "one event",
+                vec![],
+                Queued {
+                    rules: rules(&["a"]),
+                    ..Queued::default()
+                },
+            ),
+            (
+                "a burst of rule writes is one round; deletions wake nobody",
+                vec![rule("b", true), rule("c", false), rule("d", true)],
+                Queued {
+                    rules: rules(&["a", "b", "d"]),
+                    ..Queued::default()
+                },
+            ),
+            (
+                "shards gained here, not elsewhere",
+                vec![assigned(7, vec![1, 2]), assigned(8, vec![3])],
+                Queued {
+                    gained: vec![vec![1, 2]],
+                    rules: rules(&["a"]),
+                    ..Queued::default()
+                },
+            ),
+        ];
+        for (case, queued, want) in cases {
+            let (tx, mut rx) = broadcast::channel(16);
+            for e in queued {
+                tx.send(e).expect("receiver alive");
+            }
+            assert_eq!(take_events(Ok(rule("a", true)), &mut rx, 7), want, "{case}");
+            assert!(
+                rx.try_recv().is_err(),
+                "{case}: everything queued was taken"
+            );
+        }
+    }
+
+    #[test]
+    fn a_round_stops_at_the_cap_and_leaves_the_rest_queued() {
+        let (tx, mut rx) = broadcast::channel(2 * DRAIN_MAX);
+        for _ in 0..DRAIN_MAX + 5 {
+            tx.send(rule("x", true)).expect("receiver alive");
+        }
+        let first = take_events(Ok(rule("x", true)), &mut rx, 7);
+        assert_eq!(first.rules.len(), DRAIN_MAX);
+        let rest = take_events(Ok(rule("x", true)), &mut rx, 7);
+        assert_eq!(rest.rules.len(), 7, "the 6 left behind, plus the new first");
+    }
+
+    #[test]
+    fn lost_events_and_a_closed_channel_are_reported() {
+        let (tx, mut rx) = broadcast::channel(1);
+        tx.send(rule("a", true)).expect("receiver alive");
+        tx.send(rule("b", true)).expect("receiver alive");
+        let queued = take_events(Err(broadcast::error::RecvError::Lagged(3)), &mut rx, 7);
+        assert!(queued.lagged);
+        drop(tx);
+        let queued = take_events(Err(broadcast::error::RecvError::Closed), &mut rx, 7);
+        assert!(queued.closed);
     }
 }

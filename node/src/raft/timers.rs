@@ -127,14 +127,14 @@ impl ControlPlane {
         Ok(read_devices(&db, shards)?)
     }
 
-    /// Devices with an active alarm of rule (tenant, id) (read from disk).
-    pub fn active_devices_of_rule(
+    /// Devices with an active alarm of any of these rules, (tenant, id), in one read of the
+    /// disk.
+    pub fn active_devices_of_rules(
         &self,
-        tenant: &str,
-        rule_id: &str,
+        rules: &[(String, String)],
     ) -> Result<Vec<DeviceKey>, ControlError> {
         let db = self.sm_db()?;
-        Ok(read_active_devices(&db, tenant, rule_id)?)
+        Ok(read_active_devices(&db, rules)?)
     }
 }
 
@@ -179,19 +179,21 @@ fn read_devices(db: &Database, shards: &[ShardId]) -> Result<Vec<DeviceKey>, Sto
 
 fn read_active_devices(
     db: &Database,
-    tenant: &str,
-    rule_id: &str,
+    rules: &[(String, String)],
 ) -> Result<Vec<DeviceKey>, StoreError> {
     let txn = db.begin_read()?;
     let active = txn.open_table(ACTIVE)?;
     let mut out = Vec::new();
-    for row in active.range((tenant, rule_id, "")..)? {
-        let (k, _) = row?;
-        let (t, r, d) = k.value();
-        if t != tenant || r != rule_id {
-            break;
+    for (tenant, rule_id) in rules {
+        let (tenant, rule_id) = (tenant.as_str(), rule_id.as_str());
+        for row in active.range((tenant, rule_id, "")..)? {
+            let (k, _) = row?;
+            let (t, r, d) = k.value();
+            if t != tenant || r != rule_id {
+                break;
+            }
+            out.push(DeviceKey::new(t, d));
         }
-        out.push(DeviceKey::new(t, d));
     }
     Ok(out)
 }
