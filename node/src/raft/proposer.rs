@@ -3,8 +3,8 @@
 //!
 //! openraft 0.9's core task takes client writes one message at a time and appends, flushes and
 //! replicates after each, so 64 concurrent writes cost 64 rounds of that pipeline. The proposer
-//! task takes writes from a queue and keeps at most [`IN_FLIGHT`] entries in flight; while they
-//! are, new writes queue up, and the next entry carries up to [`MAX_BATCH`] of them as one
+//! task takes writes from a queue and keeps at most [`IN_FLIGHT`] entries in flight; while it
+//! is, new writes queue up, and the next entry carries up to [`MAX_BATCH`] of them as one
 //! [`ControlCommand::Batch`]. A lone write goes alone as its own command, so an idle cluster
 //! adds no delay and writes the same entries as before.
 //!
@@ -16,9 +16,9 @@
 //! node's own callers are then forwarded to the leader together, in one peer call. On the
 //! leader, such a forwarded batch joins the next entry as one piece (its commands spliced in
 //! among the leader's own writes and other followers' batches, all in one entry or not at
-//! all), so the cluster keeps at most [`IN_FLIGHT`] entries in flight, not that many per node,
-//! and each entry carries more writes. Writes that arrived forwarded from a peer are never
-//! forwarded again (one hop at most): they get `NotLeader` and their sender retries.
+//! all), so the leader's entries carry the writes of the whole cluster, not one node's each.
+//! Writes that arrived forwarded from a peer are never forwarded again (one hop at most):
+//! they get `NotLeader` and their sender retries.
 //!
 //! What it does not do: retrying (`ops.rs`).
 
@@ -37,9 +37,13 @@ use super::types::Raft;
 /// The leader forwarder, installed once by `cluster/` after the control plane opened.
 pub type Forwarder = Arc<std::sync::OnceLock<Arc<dyn LeaderForward>>>;
 
-/// Entries proposed and not yet answered, at most. One entry in flight would serialize the
-/// writes behind each round trip; many would let the queue drain into small entries again.
-pub const IN_FLIGHT: usize = 4;
+/// Entries proposed and not yet answered, at most. One: while an entry is in flight, every
+/// write that arrives waits for the next, which then carries all of them (up to
+/// [`MAX_BATCH`]), so entries grow with the load and each costs its append, fsync,
+/// replication and apply once. Measured on 3 nodes with 64 writers (BENCHMARKS.md, Raft
+/// writes): 1 in flight gave the most writes/s, ahead of 2 and 4. openraft still pipelines
+/// appends and replication of the entries it has; a lone write goes at once.
+pub const IN_FLIGHT: usize = 1;
 
 /// Commands in one entry, at most (a `PutRule` entry stays well under a megabyte).
 pub const MAX_BATCH: usize = 256;
