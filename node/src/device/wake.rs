@@ -88,7 +88,7 @@ pub async fn run(
 struct Queued {
     /// Shards assigned to this node, one list per assignment.
     gained: Vec<Vec<ShardId>>,
-    /// Rules (tenant, id) that got a new version.
+    /// Rules (tenant, id) that got a new version, sorted, each once.
     rules: Vec<(String, String)>,
     /// Events were lost: only a sweep finds what they asked for.
     lagged: bool,
@@ -129,6 +129,9 @@ fn take_events(
             Err(TryRecvError::Empty | TryRecvError::Closed) => break,
         };
     }
+    // A rule written twice in the burst wakes its devices once.
+    queued.rules.sort();
+    queued.rules.dedup();
     queued
 }
 
@@ -219,8 +222,13 @@ mod tests {
                 },
             ),
             (
-                "a burst of rule writes is one round; deletions wake nobody",
-                vec![rule("b", true), rule("c", false), rule("d", true)],
+                "a burst of rule writes is one round, each rule once; deletions wake nobody",
+                vec![
+                    rule("d", true),
+                    rule("c", false),
+                    rule("b", true),
+                    rule("a", true),
+                ],
                 Queued {
                     rules: rules(&["a", "b", "d"]),
                     ..Queued::default()
@@ -256,9 +264,19 @@ mod tests {
             tx.send(rule("x", true)).expect("receiver alive");
         }
         let first = take_events(Ok(rule("x", true)), &mut rx, 7);
-        assert_eq!(first.rules.len(), DRAIN_MAX);
-        let rest = take_events(Ok(rule("x", true)), &mut rx, 7);
-        assert_eq!(rest.rules.len(), 7, "the 6 left behind, plus the new first");
+        assert_eq!(first.rules, [("t".to_owned(), "x".to_owned())]);
+        assert_eq!(
+            rx.len(),
+            6,
+            "the first plus {} queued were taken",
+            DRAIN_MAX - 1
+        );
+        let rest = take_events(Ok(rule("y", true)), &mut rx, 7);
+        assert_eq!(
+            rest.rules,
+            [("t".into(), "x".into()), ("t".into(), "y".into())]
+        );
+        assert!(rx.try_recv().is_err(), "the 6 left behind were taken");
     }
 
     #[test]
