@@ -130,9 +130,7 @@ impl ControlPlane {
 
     /// Last log index applied to this node's state machine (0 before anything).
     pub fn applied_index(&self) -> u64 {
-        let metrics = self.inner.raft.metrics();
-        let m = metrics.borrow();
-        m.last_applied.map_or(0, |l| l.index)
+        self.inner.caches.applied_index()
     }
 
     /// Waits until some node is known to lead.

@@ -104,6 +104,12 @@ impl Caches {
         let _ = applied.wait_for(|&i| i >= index).await;
     }
 
+    /// The last log index applied here (what [`applied_at_least`](Self::applied_at_least)
+    /// waits on).
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
     fn set_applied(&self, index: u64) {
         self.applied.send_if_modified(|i| {
             let newer = index > *i;
