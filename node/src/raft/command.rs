@@ -169,7 +169,7 @@ pub fn batch_slot(cmd: &ControlCommand) -> BatchSlot {
 
 /// The slots taken so far by the commands of one batch: decides whether the next command may
 /// join it. Pure; used by the proposer to build batches and by the state machine to check them.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct BatchSlots {
     len: usize,
     index_id: bool,
@@ -180,38 +180,7 @@ impl BatchSlots {
     /// Takes the slot of `cmd` and returns true when it may join the batch; false (nothing
     /// taken) when it must go in another entry.
     pub fn take(&mut self, cmd: &ControlCommand) -> bool {
-        self.take_slot(batch_slot(cmd))
-    }
-
-    /// Takes the slots of all of `cmds` and returns true when they may join the batch
-    /// together; false (nothing taken) when any of them may not. A batch forwarded by a
-    /// follower joins the leader's next entry this way, as one piece.
-    pub fn take_all(&mut self, cmds: &[ControlCommand]) -> bool {
-        let slots: Vec<BatchSlot> = cmds.iter().map(batch_slot).collect();
-        let mut index_ids = usize::from(self.index_id);
-        let mut rules = std::collections::BTreeSet::new();
-        let fits = slots.iter().all(|slot| match slot {
-            BatchSlot::Alone => false,
-            BatchSlot::IndexId => {
-                index_ids += 1;
-                index_ids == 1
-            }
-            BatchSlot::Rule { tenant, id } => {
-                let key = (tenant.clone(), id.clone());
-                !self.rules.contains(&key) && rules.insert(key)
-            }
-            BatchSlot::Free => true,
-        });
-        if fits {
-            for slot in slots {
-                self.take_slot(slot);
-            }
-        }
-        fits
-    }
-
-    fn take_slot(&mut self, slot: BatchSlot) -> bool {
-        let ok = match slot {
+        let ok = match batch_slot(cmd) {
             BatchSlot::Alone => false,
             BatchSlot::IndexId => !std::mem::replace(&mut self.index_id, true),
             BatchSlot::Rule { tenant, id } => self.rules.insert((tenant, id)),
@@ -219,6 +188,19 @@ impl BatchSlots {
         };
         self.len += usize::from(ok);
         ok
+    }
+
+    /// Takes the slots of all of `cmds` and returns true when they may join the batch
+    /// together; false (nothing taken) when any of them may not. A batch forwarded by a
+    /// follower joins the leader's next entry this way, as one piece.
+    pub fn take_all(&mut self, cmds: &[ControlCommand]) -> bool {
+        // Tried on a copy, so the slot rules stay in `take` alone.
+        let mut trial = self.clone();
+        let fits = cmds.iter().all(|cmd| trial.take(cmd));
+        if fits {
+            *self = trial;
+        }
+        fits
     }
 
     /// Commands taken so far.
