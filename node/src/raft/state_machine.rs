@@ -673,7 +673,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<RaftEntry> = entries.into_iter().collect();
-        let Some(last) = entries.last().map(|e| e.log_id.index) else {
+        let Some(last_index) = entries.last().map(|e| e.log_id.index) else {
             return Ok(Vec::new());
         };
         let db = self.db.clone();
@@ -694,7 +694,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await?;
         self.publish(events);
-        self.caches.set_applied(last);
+        self.caches.set_applied(last_index);
         Ok(responses)
     }
 
